@@ -1,0 +1,25 @@
+//! The domain of leasehold: what a lock is, what a store promises, and how
+//! stores are described.
+//!
+//! * [`LockStore`] is the one trait every backend implements. Contention is
+//!   an `Ok` outcome ([`Acquire`], [`Release`]); `Err` means the store failed.
+//! * [`manifest`] reads Dapr component YAML into [`manifest::Component`]s.
+//! * [`metadata`] parses component metadata values the way daprd does
+//!   (case-insensitive names, Go durations, Go booleans).
+//! * With the `testsuite` feature, [`testsuite`] is the conformance suite that
+//!   every store runs in its own tests.
+//!
+//! This crate does no I/O apart from reading component files.
+
+mod store;
+
+pub mod duration;
+pub mod manifest;
+pub mod metadata;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use store::{
+    Acquire, Capabilities, Consistency, Fence, ForceRelease, LockInfo, LockStore, Release,
+    ReleaseWait, Renewal, StoreError, StoreErrorKind,
+};
