@@ -4,6 +4,9 @@
 //! | type | feature | backend |
 //! |---|---|---|
 //! | `lock.in-memory` | always | this process |
+//! | `lock.redis` | `redis` | Redis standalone, Sentinel, or a quorum of masters |
+//! | `lock.etcd` | `etcd` | etcd v3 |
+//! | `lock.postgresql` | `postgres` | PostgreSQL |
 //!
 //! Building a store is two steps, so that every component file can be
 //! checked before any connection is opened: [`validate`] is pure and reports
@@ -17,8 +20,20 @@ use leasehold_core::manifest::Component;
 
 pub mod memory;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+
 /// Store types this crate knows, with the feature that compiles each in.
-const KNOWN_TYPES: &[(&str, &str, bool)] = &[("in-memory", "", true)];
+const KNOWN_TYPES: &[(&str, &str, bool)] = &[
+    ("in-memory", "", true),
+    ("redis", "redis", cfg!(feature = "redis")),
+    ("etcd", "etcd", cfg!(feature = "etcd")),
+    ("postgresql", "postgres", cfg!(feature = "postgres")),
+];
 
 /// What the server tells a store about where it runs.
 #[derive(Debug, Clone)]
@@ -36,6 +51,15 @@ pub struct StoreContext {
 pub enum StoreConfig {
     /// `lock.in-memory`.
     Memory(memory::Config),
+    /// `lock.redis`.
+    #[cfg(feature = "redis")]
+    Redis(redis::Config),
+    /// `lock.etcd`.
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::Config),
+    /// `lock.postgresql`.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Config),
 }
 
 /// Check one component without any I/O. Every problem is returned.
@@ -43,6 +67,12 @@ pub fn validate(component: &Component, cx: &StoreContext) -> Result<StoreConfig,
     let kind = component.kind();
     match kind {
         "in-memory" => memory::Config::from_component(component, cx).map(StoreConfig::Memory),
+        #[cfg(feature = "redis")]
+        "redis" => redis::Config::from_component(component, cx).map(StoreConfig::Redis),
+        #[cfg(feature = "etcd")]
+        "etcd" => etcd::Config::from_component(component, cx).map(StoreConfig::Etcd),
+        #[cfg(feature = "postgres")]
+        "postgresql" => postgres::Config::from_component(component, cx).map(StoreConfig::Postgres),
         _ => Err(vec![unknown_type(component)]),
     }
 }
@@ -71,6 +101,24 @@ pub async fn connect(config: StoreConfig) -> Result<Arc<dyn LockStore>, String> 
     match config {
         StoreConfig::Memory(config) => Ok(Arc::new(
             memory::MemoryStore::open(config).map_err(|err| err.to_string())?,
+        )),
+        #[cfg(feature = "redis")]
+        StoreConfig::Redis(config) => Ok(Arc::new(
+            redis::RedisStore::connect(config)
+                .await
+                .map_err(|err| err.to_string())?,
+        )),
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd(config) => Ok(Arc::new(
+            etcd::EtcdStore::connect(config)
+                .await
+                .map_err(|err| err.to_string())?,
+        )),
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres(config) => Ok(Arc::new(
+            postgres::PostgresStore::connect(config)
+                .await
+                .map_err(|err| err.to_string())?,
         )),
     }
 }

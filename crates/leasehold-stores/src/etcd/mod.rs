@@ -1,0 +1,1 @@
+//! lock.etcd (to be written).

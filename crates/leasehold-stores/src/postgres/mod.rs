@@ -1,0 +1,1 @@
+//! lock.postgres (to be written).

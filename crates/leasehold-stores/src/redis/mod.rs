@@ -1,0 +1,1 @@
+//! lock.redis (to be written).

@@ -1,0 +1,1 @@
+//! Spawner for etcd (to be written).

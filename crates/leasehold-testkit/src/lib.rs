@@ -1,0 +1,174 @@
+//! Real servers for tests, started as processes on free loopback ports in
+//! temporary directories and killed when dropped.
+//!
+//! A missing server binary skips the test with a loud message on a
+//! developer's machine and fails it under `CI=true`, so that CI can never
+//! pass by skipping. Each spawner accepts an environment override for the
+//! binary's path.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod etcd;
+pub mod postgres;
+pub mod redis;
+pub mod sidecar;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// Whether this run is CI's, where a missing server is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Find a server binary: the path in `env_override` if set, else `name` on
+/// `PATH` or in `extra_dirs`. `None` (after a loud message) when it is
+/// missing outside CI; a panic when it is missing in CI.
+pub fn find_binary(name: &str, env_override: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var(env_override) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Some(path);
+        }
+        panic!("{env_override}={} does not name a file", path.display());
+    }
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path_var)
+        .chain(extra_dirs.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        let message = format!(
+            "`{name}` was not found on PATH (set {env_override} to its path); .ci/run installs it"
+        );
+        if in_ci() {
+            panic!("{message}");
+        }
+        eprintln!("\n*** SKIPPING: {message} ***\n");
+    }
+    found
+}
+
+/// Poll `ready` until it returns true or `within` passes.
+pub fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// A child process that is killed on drop. When the test is failing, its log
+/// file is printed, so a failure shows what the server said.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Start `command` with stdout and stderr going to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> ServerProcess {
+        let out = std::fs::File::create(log).expect("cannot create a log file");
+        let err = out.try_clone().expect("cannot clone a log file handle");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ServerProcess {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Send a signal (`"STOP"`, `"CONT"`, `"KILL"`, `"TERM"`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status()
+                .expect("cannot run kill");
+            assert!(status.success(), "kill -{signal} {pid} failed");
+        }
+    }
+
+    /// Kill the process at once (SIGKILL) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait for the process to exit by itself, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// What the process has written so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- log of {} -----\n{}\n----- end of log -----",
+                self.name,
+                self.log_text()
+            );
+        }
+        self.kill();
+    }
+}

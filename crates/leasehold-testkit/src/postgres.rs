@@ -1,0 +1,1 @@
+//! Spawner for postgres (to be written).

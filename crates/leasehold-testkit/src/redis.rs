@@ -1,0 +1,1 @@
+//! Spawner for redis (to be written).

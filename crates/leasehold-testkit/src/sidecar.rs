@@ -1,0 +1,120 @@
+//! A `leasehold serve` process for end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{ServerProcess, wait_until};
+
+/// The line `leasehold serve` prints on stdout once both listeners are bound.
+pub const READY_PREFIX: &str = "leasehold ready";
+
+/// A running sidecar with its addresses.
+#[derive(Debug)]
+pub struct Sidecar {
+    /// The process; dropping the sidecar kills it.
+    pub process: ServerProcess,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The gRPC listener.
+    pub grpc: SocketAddr,
+    /// A temporary data directory that lives as long as the sidecar, unless
+    /// the caller passed its own `--data-dir`.
+    pub dir: tempfile::TempDir,
+}
+
+/// How to start a sidecar.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarOptions {
+    /// Extra arguments after `serve`.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Fixed ports instead of kernel-chosen ones.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Sidecar {
+    /// Start `binary serve` on loopback with kernel-chosen ports and wait
+    /// until it says it is ready.
+    pub fn start(binary: &Path, options: SidecarOptions) -> Sidecar {
+        let dir = tempfile::tempdir().expect("cannot create a temp dir");
+        let (http, grpc) = options.ports.unwrap_or((0, 0));
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--http-port")
+            .arg(http.to_string())
+            .arg("--grpc-port")
+            .arg(grpc.to_string());
+        if !options.args.iter().any(|a| a == "--data-dir") {
+            command.arg("--data-dir").arg(dir.path().join("data"));
+        }
+        command.args(&options.args);
+        // The caller's environment must not leak Dapr settings into the test.
+        for var in [
+            "DAPR_HTTP_PORT",
+            "DAPR_GRPC_PORT",
+            "DAPR_API_TOKEN",
+            "APP_ID",
+            "NAMESPACE",
+        ] {
+            command.env_remove(var);
+        }
+        command.env("RUST_LOG", "info");
+        for (name, value) in &options.env {
+            command.env(name, value);
+        }
+        let log = dir.path().join("leasehold.log");
+        let mut process = ServerProcess::spawn("leasehold", command, &log);
+        let mut addresses = None;
+        wait_until(Duration::from_secs(30), "leasehold to be ready", || {
+            if !process.is_running() {
+                panic!(
+                    "leasehold exited before it was ready:\n{}",
+                    process.log_text()
+                );
+            }
+            addresses = parse_ready(&process.log_text());
+            addresses.is_some()
+        });
+        let (http, grpc) = addresses.expect("ready line parsed");
+        Sidecar {
+            process,
+            http,
+            grpc,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// `http://127.0.0.1:port` of the gRPC listener.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// A path inside the sidecar's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Find `leasehold ready http=ADDR grpc=ADDR` in a log.
+pub fn parse_ready(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|line| line.starts_with(READY_PREFIX))?;
+    let mut http = None;
+    let mut grpc = None;
+    for word in line.split_whitespace() {
+        if let Some(addr) = word.strip_prefix("http=") {
+            http = addr.parse().ok();
+        } else if let Some(addr) = word.strip_prefix("grpc=") {
+            grpc = addr.parse().ok();
+        }
+    }
+    Some((http?, grpc?))
+}
