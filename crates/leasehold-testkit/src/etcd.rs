@@ -1,1 +1,237 @@
-//! Spawner for etcd (to be written).
+//! etcd servers for tests: one member, or a cluster of members on loopback.
+//!
+//! Each member keeps its data in a temporary directory and listens on free
+//! ports of 127.0.0.1. A member can be killed and started again on the same
+//! ports with the same data, which is how tests take a backend away and
+//! bring it back.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{ServerProcess, find_binary, free_port, wait_until};
+
+/// How long a member or a cluster may take to answer its health check. Long,
+/// because tests run on a loaded 2-core machine.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One etcd member.
+#[derive(Debug)]
+pub struct EtcdMember {
+    /// The member's name in the cluster (`m0`, `m1`, ...).
+    pub name: String,
+    /// The client port on 127.0.0.1.
+    pub client_port: u16,
+    peer_port: u16,
+    binary: PathBuf,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    initial_cluster: String,
+    process: Option<ServerProcess>,
+    restarts: u32,
+}
+
+impl EtcdMember {
+    /// The client URL, as a store's `endpoints` metadata lists it.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn command(&self) -> Command {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--initial-cluster-token")
+            .arg("leasehold-test")
+            // etcd refuses to start when ETCD_* variables of the caller name
+            // flags that are given here too.
+            .env_remove("ETCD_NAME")
+            .env_remove("ETCD_DATA_DIR");
+        command
+    }
+
+    fn spawn(&mut self) {
+        let log = self
+            .log_dir
+            .join(format!("{}.{}.log", self.name, self.restarts));
+        self.restarts += 1;
+        self.process = Some(ServerProcess::spawn(
+            &format!("etcd {}", self.name),
+            self.command(),
+            &log,
+        ));
+    }
+
+    /// Whether the member runs (it may not be healthy yet).
+    pub fn is_running(&mut self) -> bool {
+        self.process.as_mut().is_some_and(ServerProcess::is_running)
+    }
+
+    /// Kill the member at once (SIGKILL), keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Whether `/health` says the member is part of a cluster with a leader.
+    pub fn healthy(&self) -> bool {
+        http_get(self.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
+    }
+}
+
+/// A cluster of one or more etcd members, killed when dropped.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdMember>,
+    // Dropped after the members, so their processes are gone before the
+    // directory is removed.
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Start one member. `None` (after a loud message) when `etcd` is
+    /// missing outside CI; see [`crate::find_binary`].
+    pub fn single() -> Option<EtcdCluster> {
+        Self::start(1)
+    }
+
+    /// Start `size` members that form one cluster, and wait until it has a
+    /// leader.
+    pub fn start(size: usize) -> Option<EtcdCluster> {
+        let binary = find_binary("etcd", "LEASEHOLD_ETCD", &[])?;
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-etcd-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, &(client_port, peer_port))| EtcdMember {
+                name: format!("m{i}"),
+                client_port,
+                peer_port,
+                binary: binary.clone(),
+                data_dir: dir.path().join(format!("m{i}.etcd")),
+                log_dir: dir.path().to_owned(),
+                initial_cluster: initial_cluster.clone(),
+                process: None,
+                restarts: 0,
+            })
+            .collect();
+        let mut cluster = EtcdCluster { members, _dir: dir };
+        for member in &mut cluster.members {
+            member.spawn();
+        }
+        cluster.wait_healthy();
+        Some(cluster)
+    }
+
+    /// Every member's client URL, comma-separated, as `endpoints` takes it.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(EtcdMember::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[EtcdMember] {
+        &self.members
+    }
+
+    /// One member, to kill or restart.
+    pub fn member_mut(&mut self, index: usize) -> &mut EtcdMember {
+        &mut self.members[index]
+    }
+
+    /// Kill member `index` at once (SIGKILL), keeping its data.
+    pub fn kill(&mut self, index: usize) {
+        self.members[index].kill();
+    }
+
+    /// Start member `index` again on the same ports with the same data and
+    /// wait until it answers its health check.
+    pub fn restart(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        member.kill();
+        member.spawn();
+        let port = member.client_port;
+        wait_until(
+            START_TIMEOUT,
+            &format!("etcd member {index} to be healthy"),
+            || http_get(port, "/health").is_some_and(|body| body.contains("\"true\"")),
+        );
+    }
+
+    /// Kill every member (SIGKILL), keeping the data.
+    pub fn kill_all(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+        }
+    }
+
+    /// Start every member again and wait until the cluster has a leader.
+    pub fn restart_all(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+            member.spawn();
+        }
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let ports: Vec<u16> = self.members.iter().map(|m| m.client_port).collect();
+        wait_until(START_TIMEOUT, "the etcd cluster to be healthy", || {
+            ports.iter().all(|&port| {
+                http_get(port, "/health").is_some_and(|body| body.contains("\"true\""))
+            })
+        });
+    }
+}
+
+/// A bounded HTTP/1.0 GET on 127.0.0.1; the body, or `None` on any failure.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let timeout = Duration::from_secs(2);
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    // HTTP/1.0: the server closes the connection after the body.
+    stream.take(64 * 1024).read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then(|| head.contains(" 200 "))
+        .filter(|ok| *ok)
+        .map(|_| body.to_owned())
+}

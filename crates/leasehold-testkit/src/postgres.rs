@@ -1,1 +1,219 @@
-//! Spawner for postgres (to be written).
+//! A PostgreSQL server for tests.
+//!
+//! `initdb` refuses to run as root, so when the tests run as root the
+//! cluster is created and served as the `postgres` system user: the
+//! temporary directory is handed to that user and both programs are started
+//! with its uid and gid (set by the process spawn itself, so no wrapper
+//! process stands between the test and the server it kills). The server
+//! listens on 127.0.0.1 on a free port, keeps its socket in the temporary
+//! directory, and trusts every local connection.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::{ServerProcess, find_binary, free_port, wait_until};
+
+/// Where Debian puts the server binaries.
+const DEBIAN_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// How long the server may take to accept queries.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running PostgreSQL server, stopped when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    /// The TCP port on 127.0.0.1.
+    pub port: u16,
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    dir: tempfile::TempDir,
+    user: Option<(u32, u32)>,
+    process: Option<ServerProcess>,
+    starts: u32,
+}
+
+impl Postgres {
+    /// Create a cluster and start it. `None` (after a loud message) when the
+    /// binaries are missing outside CI; see [`crate::find_binary`].
+    pub fn start() -> Option<Postgres> {
+        let postgres = find_binary("postgres", "LEASEHOLD_POSTGRES_BIN", &[DEBIAN_BIN_DIR])?;
+        let bin_dir = postgres
+            .parent()
+            .expect("a binary path has a parent")
+            .to_owned();
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-pg-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let user = if running_as_root() {
+            let ids = postgres_user_ids().expect(
+                "running as root, and there is no `postgres` user to run the server as \
+                 (initdb refuses root)",
+            );
+            let status = Command::new("chown")
+                .arg(format!("{}:{}", ids.0, ids.1))
+                .arg(dir.path())
+                .status()
+                .expect("cannot run chown");
+            assert!(status.success(), "chown of {} failed", dir.path().display());
+            Some(ids)
+        } else {
+            None
+        };
+        let data_dir = dir.path().join("data");
+        let mut server = Postgres {
+            port: free_port(),
+            bin_dir,
+            data_dir,
+            dir,
+            user,
+            process: None,
+            starts: 0,
+        };
+        server.initdb();
+        server.spawn();
+        server.wait_ready();
+        Some(server)
+    }
+
+    /// A connection string in key=value form for the `postgres` superuser.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// The same in URL form.
+    pub fn connection_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn as_server_user(&self, command: &mut Command) {
+        if let Some((uid, gid)) = self.user {
+            command.uid(uid).gid(gid);
+        }
+    }
+
+    fn initdb(&self) {
+        let log = self.dir.path().join("initdb.log");
+        let out = std::fs::File::create(&log).expect("cannot create a log file");
+        let err = out.try_clone().expect("cannot clone a log file handle");
+        let mut command = Command::new(self.bin_dir.join("initdb"));
+        command
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            // The cluster lives as long as the test: durability is not
+            // what is tested here, speed on a loaded machine matters.
+            .arg("--no-sync")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        self.as_server_user(&mut command);
+        let status = command.status().expect("cannot run initdb");
+        assert!(
+            status.success(),
+            "initdb failed:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(self.bin_dir.join("postgres"));
+        command
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "fsync=off", "-c", "max_connections=60"]);
+        self.as_server_user(&mut command);
+        let log = self
+            .dir
+            .path()
+            .join(format!("postgres.{}.log", self.starts));
+        self.starts += 1;
+        self.process = Some(ServerProcess::spawn("postgres", command, &log));
+    }
+
+    fn wait_ready(&mut self) {
+        let isready = self.bin_dir.join("pg_isready");
+        let port = self.port.to_string();
+        wait_until(START_TIMEOUT, "postgres to accept connections", || {
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+    }
+
+    /// Stop the server the way a crash does: an immediate shutdown (SIGQUIT
+    /// ends every backend at once and skips the checkpoint), falling back
+    /// to SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.signal("QUIT");
+            if process.wait_exit(Duration::from_secs(20)).is_none() {
+                process.kill();
+            }
+        }
+    }
+
+    /// Start the server again on the same port with the same data and wait
+    /// until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        // A server killed hard leaves its pid file and, for a moment, its
+        // backends; the new server refuses to start while they hold shared
+        // memory, so try a few times.
+        for attempt in 0..5 {
+            self.spawn();
+            let process = self.process.as_mut().expect("just spawned");
+            if process.wait_exit(Duration::from_millis(500)).is_none() {
+                break;
+            }
+            assert!(attempt < 4, "postgres did not start again");
+        }
+        self.wait_ready();
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The uid and gid of the `postgres` user, from /etc/passwd.
+fn postgres_user_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() >= 4 && fields[0] == "postgres" {
+            Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}

@@ -1,0 +1,320 @@
+//! `leasehold serve`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leasehold_core::duration::parse_go_duration;
+use leasehold_core::manifest::{self, Component, LoadContext, ProcessEnv};
+use leasehold_core::metadata::Metadata;
+use leasehold_server::auth::{Auth, Token};
+use leasehold_server::service::{Limits, LockService};
+use leasehold_server::{AppState, ListenConfig, Listeners};
+use leasehold_stores::StoreContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit;
+
+/// Flags of `leasehold serve`. Dapr's names and environment variables are
+/// accepted where daprd has them, so a `dapr run` style command line works.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The app id: scopes lock keys and selects components by `scopes`.
+    #[arg(long, env = "APP_ID", default_value = "")]
+    app_id: String,
+
+    /// HTTP port for Dapr's HTTP API.
+    #[arg(
+        long,
+        alias = "dapr-http-port",
+        env = "DAPR_HTTP_PORT",
+        default_value_t = 3500
+    )]
+    http_port: u16,
+
+    /// gRPC port for Dapr's gRPC API.
+    #[arg(
+        long,
+        alias = "dapr-grpc-port",
+        env = "DAPR_GRPC_PORT",
+        default_value_t = 50001
+    )]
+    grpc_port: u16,
+
+    /// Address both listeners bind; loopback unless you mean to serve other
+    /// hosts.
+    #[arg(
+        long,
+        alias = "dapr-listen-addresses",
+        env = "LEASEHOLD_LISTEN_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
+    listen_address: IpAddr,
+
+    /// A directory of Dapr component YAML files (repeatable). With none, an
+    /// in-memory store named `lockstore` is served.
+    #[arg(long = "resources-path", alias = "components-path", value_name = "DIR")]
+    resources_paths: Vec<PathBuf>,
+
+    /// Where stores keep small state files (the in-memory store's restart
+    /// guard). Default: $XDG_STATE_HOME/leasehold or ~/.local/state/leasehold.
+    #[arg(long, env = "LEASEHOLD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Longest lease a client may ask for (a Go duration: 90s, 1h, 24h).
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    max_lease: Duration,
+
+    /// Largest HTTP request body, in bytes (suffixes Ki, Mi accepted).
+    #[arg(long, alias = "max-request-size", default_value = "4Mi", value_parser = byte_size)]
+    max_body_size: usize,
+
+    /// Longest resource id, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_resource_id_bytes: usize,
+
+    /// Longest lock owner, in bytes.
+    #[arg(long, default_value_t = 256)]
+    max_owner_bytes: usize,
+
+    /// How long one store call may take before the request fails.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    store_timeout: Duration,
+
+    /// How long requests in flight may finish after SIGINT or SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    shutdown_grace: Duration,
+
+    /// Log format: `text` for people, `json` for collectors.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+
+    /// Log level (RUST_LOG, when set, takes precedence).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+
+    /// daprd flags that a `dapr run` command line passes and that have no
+    /// meaning here; accepted and ignored.
+    #[arg(long, hide = true)]
+    app_port: Option<String>,
+    #[arg(long, hide = true)]
+    dapr_internal_grpc_port: Option<String>,
+    #[arg(long, hide = true)]
+    metrics_port: Option<String>,
+    #[arg(long, hide = true)]
+    app_protocol: Option<String>,
+    #[arg(long, hide = true)]
+    config: Option<String>,
+    #[arg(long, hide = true)]
+    placement_host_address: Option<String>,
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    let parsed = parse_go_duration(value)?;
+    if parsed.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(parsed)
+}
+
+fn byte_size(value: &str) -> Result<usize, String> {
+    let (number, multiplier) = if let Some(n) = value.strip_suffix("Ki") {
+        (n, 1 << 10)
+    } else if let Some(n) = value.strip_suffix("Mi") {
+        (n, 1 << 20)
+    } else {
+        (value, 1)
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{value:?} is not a positive size in bytes (e.g. 4194304 or 4Mi)"))
+}
+
+fn default_data_dir() -> PathBuf {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = env("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("leasehold");
+    }
+    if let Some(home) = env("HOME") {
+        return PathBuf::from(home).join(".local/state/leasehold");
+    }
+    std::env::temp_dir().join("leasehold")
+}
+
+fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The store served when no resources path is given.
+fn default_component() -> Component {
+    Component {
+        name: "lockstore".to_owned(),
+        type_name: "lock.in-memory".to_owned(),
+        version: "v1".to_owned(),
+        init_timeout: None,
+        ignore_errors: false,
+        metadata: Metadata::default(),
+        source: PathBuf::from("<built-in default>"),
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
+    let started = Instant::now();
+    init_logging(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    runtime.block_on(serve(args, started))
+}
+
+async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
+    let components = if args.resources_paths.is_empty() {
+        vec![default_component()]
+    } else {
+        let cx = LoadContext {
+            app_id: &args.app_id,
+            env: &ProcessEnv,
+        };
+        match manifest::load_dirs(&args.resources_paths, cx) {
+            Ok(loaded) => {
+                for note in &loaded.skipped {
+                    tracing::info!("skipped {note}");
+                }
+                if loaded.components.is_empty() {
+                    tracing::warn!(
+                        "no lock store components found; lock requests will answer ERR_LOCK_STORE_NOT_CONFIGURED"
+                    );
+                }
+                loaded.components
+            }
+            Err(errors) => {
+                eprintln!(
+                    "error: the component files have {} problem(s):",
+                    errors.len()
+                );
+                for error in errors {
+                    eprintln!("  - {error}");
+                }
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    };
+
+    let store_cx = StoreContext {
+        app_id: args.app_id.clone(),
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+    };
+    let limits = Limits {
+        max_resource_id_bytes: args.max_resource_id_bytes,
+        max_owner_bytes: args.max_owner_bytes,
+        max_lease: args.max_lease,
+        store_timeout: args.store_timeout,
+    };
+    let service = match LockService::build(&args.app_id, &components, &store_cx, limits).await {
+        Ok(service) => Arc::new(service),
+        Err(err) => {
+            eprintln!(
+                "error: {} lock store(s) could not start:",
+                err.problems.len()
+            );
+            for problem in &err.problems {
+                eprintln!("  - {problem}");
+            }
+            return ExitCode::from(if err.usage { exit::USAGE } else { exit::ERROR });
+        }
+    };
+
+    let listen = ListenConfig {
+        address: args.listen_address,
+        http_port: args.http_port,
+        grpc_port: args.grpc_port,
+        grace: args.shutdown_grace,
+    };
+    let listeners = match Listeners::bind(&listen).await {
+        Ok(listeners) => listeners,
+        Err(err) => {
+            eprintln!("error: {err}");
+            service.close().await;
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let auth = Auth {
+        api: std::env::var("DAPR_API_TOKEN")
+            .ok()
+            .as_deref()
+            .and_then(Token::new),
+        admin: std::env::var("LEASEHOLD_ADMIN_TOKEN")
+            .ok()
+            .as_deref()
+            .and_then(Token::new),
+    };
+    let app = AppState::new(service, auth, args.max_body_size);
+    let stores: Vec<String> = app
+        .components()
+        .into_iter()
+        .map(|c| format!("{}({})", c.name, c.type_name))
+        .collect();
+    // One plain line on stdout that scripts and tests can wait for.
+    println!(
+        "leasehold ready http={} grpc={} app_id={:?} stores={} startup_ms={:.1}",
+        listeners.http_addr(),
+        listeners.grpc_addr(),
+        args.app_id,
+        stores.join(","),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_watch(shutdown.clone()));
+    match leasehold_server::serve(listeners, app, args.shutdown_grace, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+/// Cancel `shutdown` at the first SIGINT or SIGTERM.
+async fn signal_watch(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

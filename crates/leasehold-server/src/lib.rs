@@ -1,0 +1,217 @@
+//! The leasehold sidecar: one [`LockService`](service::LockService) behind an
+//! HTTP front end ([`http`], axum) and a gRPC front end ([`grpc`], tonic).
+//!
+//! ```text
+//! client ──HTTP──┐
+//!                ├─► LockService ──► LockStore ──► backend
+//! client ──gRPC──┘   validation, scoping, store lookup, timeouts
+//! ```
+//!
+//! The front ends only translate: wire format in, a service call, the
+//! outcome or the [`error::ApiError`] out through one mapping table.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod json;
+pub mod scope;
+pub mod service;
+
+use auth::Auth;
+use service::LockService;
+
+/// The version string shown by the metadata endpoints.
+pub const RUNTIME_VERSION: &str = concat!("leasehold-", env!("CARGO_PKG_VERSION"));
+
+/// What both front ends share.
+#[derive(Debug)]
+pub struct AppState {
+    /// The lock service.
+    pub service: Arc<LockService>,
+    /// The tokens in force.
+    pub auth: Auth,
+    /// The largest request body accepted over HTTP.
+    pub max_body_bytes: usize,
+}
+
+/// One store as the metadata endpoints describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type`.
+    pub type_name: String,
+    /// `spec.version`.
+    pub version: String,
+    /// The store's declared capabilities.
+    pub capabilities: Vec<String>,
+}
+
+impl AppState {
+    /// Shared state over a service.
+    pub fn new(service: Arc<LockService>, auth: Auth, max_body_bytes: usize) -> Arc<Self> {
+        Arc::new(AppState {
+            service,
+            auth,
+            max_body_bytes,
+        })
+    }
+
+    /// The stores, sorted by name.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        let mut components: Vec<ComponentInfo> = self
+            .service
+            .stores()
+            .map(|handle| ComponentInfo {
+                name: handle.name.clone(),
+                type_name: handle.type_name.clone(),
+                version: handle.version.clone(),
+                capabilities: handle
+                    .capabilities
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            })
+            .collect();
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        components
+    }
+
+    /// The body of `GET /v1.0/metadata`, shaped like daprd's.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        let components: Vec<serde_json::Value> = self
+            .components()
+            .into_iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "type": c.type_name,
+                    "version": c.version,
+                    "capabilities": c.capabilities,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.service.app_id(),
+            "runtimeVersion": RUNTIME_VERSION,
+            "components": components,
+            "extended": { "daprRuntimeVersion": RUNTIME_VERSION },
+            "actorRuntime": { "runtimeStatus": "DISABLED", "hostReady": false },
+        })
+    }
+}
+
+/// Where and how to listen.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The address both listeners bind (loopback by default).
+    pub address: IpAddr,
+    /// HTTP port (0: any free port).
+    pub http_port: u16,
+    /// gRPC port (0: any free port).
+    pub grpc_port: u16,
+    /// How long requests in flight may run on after shutdown begins.
+    pub grace: Duration,
+}
+
+/// Both listeners, bound.
+#[derive(Debug)]
+pub struct Listeners {
+    http: TcpListener,
+    grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Bind both ports; an error names the one that failed.
+    pub async fn bind(config: &ListenConfig) -> Result<Self, String> {
+        let bind = |port: u16, what: &'static str| {
+            let addr = SocketAddr::new(config.address, port);
+            async move {
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|err| format!("cannot listen for {what} on {addr}: {err}"))
+            }
+        };
+        Ok(Listeners {
+            http: bind(config.http_port, "HTTP").await?,
+            grpc: bind(config.grpc_port, "gRPC").await?,
+        })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+}
+
+/// Serve until `shutdown` fires, then stop accepting, let requests in
+/// flight finish (up to `grace`), and close the stores.
+pub async fn serve(
+    listeners: Listeners,
+    app: Arc<AppState>,
+    grace: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    use axum::serve::ListenerExt;
+
+    let http_listener = listeners.http.tap_io(|tcp| {
+        // Lock calls are small request/response pairs: never wait to
+        // coalesce them.
+        let _ = tcp.set_nodelay(true);
+    });
+    let http = axum::serve(http_listener, http::router(app.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = tokio::spawn(async move {
+        http.await
+            .map_err(|err| format!("HTTP server failed: {err}"))
+    });
+
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(grpc::dapr_service(app.clone()))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let grpc = tokio::spawn(async move {
+        grpc.await
+            .map_err(|err| format!("gRPC server failed: {err}"))
+    });
+
+    shutdown.cancelled().await;
+    let drained = tokio::time::timeout(grace, async {
+        let (http, grpc) = tokio::join!(http, grpc);
+        for result in [http, grpc] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!("{err}"),
+                Err(err) => tracing::error!("server task failed: {err}"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "requests still in flight after the grace period; stopping anyway"
+        );
+    }
+    app.service.close().await;
+    Ok(())
+}

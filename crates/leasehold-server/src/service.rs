@@ -1,0 +1,358 @@
+//! The lock service: everything that does not depend on the transport.
+//!
+//! Both front ends decode their wire format into calls on [`LockService`]
+//! and map its answers back. Validation runs in daprd's order
+//! (`pkg/api/universal/lock.go`), so a Dapr client gets the same error for
+//! the same mistake from either transport and from either sidecar.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::manifest::Component;
+use leasehold_core::{Acquire, Capabilities, LockStore, Release, StoreError};
+use leasehold_stores::StoreContext;
+
+use crate::error::{ApiError, ErrorKind};
+use crate::scope::KeyScope;
+
+/// Bounds on what a request may ask for. Each refusal names the field and
+/// the limit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest resource id, in bytes.
+    pub max_resource_id_bytes: usize,
+    /// Longest lock owner, in bytes.
+    pub max_owner_bytes: usize,
+    /// Longest lease a client may ask for; a component may set a lower one
+    /// with `maxLeaseSeconds`.
+    pub max_lease: Duration,
+    /// How long a store call may take before the request fails.
+    pub store_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_resource_id_bytes: 1024,
+            max_owner_bytes: 256,
+            max_lease: Duration::from_secs(24 * 3600),
+            store_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One configured store and what the service needs to know about it.
+#[derive(Debug)]
+pub struct StoreHandle {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type`, lower-cased.
+    pub type_name: String,
+    /// `spec.version` (shown as `v1` when empty).
+    pub version: String,
+    /// The store itself.
+    pub store: Arc<dyn LockStore>,
+    /// How resource ids become keys.
+    pub scope: KeyScope,
+    /// The longest lease this store grants.
+    pub max_lease: Duration,
+    /// What the store declared it can do.
+    pub capabilities: Capabilities,
+}
+
+/// The protocol-independent lock service.
+#[derive(Debug)]
+pub struct LockService {
+    app_id: String,
+    stores: HashMap<String, Arc<StoreHandle>>,
+    limits: Limits,
+}
+
+/// Problems found while building the stores, all at once.
+#[derive(Debug)]
+pub struct BuildError {
+    /// Whether the problems are in the configuration (exit 64) rather than
+    /// in reaching a backend.
+    pub usage: bool,
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl LockService {
+    /// A service over stores that are already open (tests, embedding).
+    pub fn new(app_id: impl Into<String>, stores: Vec<StoreHandle>, limits: Limits) -> Self {
+        LockService {
+            app_id: app_id.into(),
+            stores: stores
+                .into_iter()
+                .map(|handle| (handle.name.clone(), Arc::new(handle)))
+                .collect(),
+            limits,
+        }
+    }
+
+    /// Validate every component (no I/O), then open every store. A
+    /// configuration problem anywhere stops everything before any store is
+    /// opened.
+    pub async fn build(
+        app_id: &str,
+        components: &[Component],
+        cx: &StoreContext,
+        limits: Limits,
+    ) -> Result<Self, BuildError> {
+        let mut problems = Vec::new();
+        let mut validated = Vec::new();
+        for component in components {
+            let context = |message: &str| {
+                format!(
+                    "{}: component {:?} ({}): {message}",
+                    component.source.display(),
+                    component.name,
+                    component.type_name
+                )
+            };
+            let scope = KeyScope::new(component.metadata.get("keyPrefix"), &component.name, app_id);
+            let max_lease = service_max_lease(component, &limits);
+            let config = leasehold_stores::validate(component, cx);
+            match (scope, max_lease, config) {
+                (Ok(scope), Ok(max_lease), Ok(config)) => {
+                    validated.push((component, scope, max_lease, config))
+                }
+                (scope, max_lease, config) => {
+                    problems.extend(scope.err().map(|e| context(&e)));
+                    problems.extend(max_lease.err().map(|e| context(&e)));
+                    problems.extend(config.err().into_iter().flatten().map(|e| context(&e)));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BuildError {
+                usage: true,
+                problems,
+            });
+        }
+
+        let mut handles = Vec::new();
+        for (component, scope, max_lease, config) in validated {
+            // daprd's default init timeout is 5 s.
+            let init_timeout = component.init_timeout.unwrap_or(Duration::from_secs(5));
+            let opened =
+                tokio::time::timeout(init_timeout, leasehold_stores::connect(config)).await;
+            let store = match opened {
+                Ok(Ok(store)) => store,
+                Ok(Err(err)) => {
+                    let message = format!(
+                        "component {:?} ({}): cannot open the store: {err}",
+                        component.name, component.type_name
+                    );
+                    if component.ignore_errors {
+                        tracing::warn!("{message}; left out because ignoreErrors is set");
+                        continue;
+                    }
+                    problems.push(message);
+                    continue;
+                }
+                Err(_) => {
+                    let message = format!(
+                        "component {:?} ({}): the store did not open within the init timeout of {init_timeout:?}",
+                        component.name, component.type_name
+                    );
+                    if component.ignore_errors {
+                        tracing::warn!("{message}; left out because ignoreErrors is set");
+                        continue;
+                    }
+                    problems.push(message);
+                    continue;
+                }
+            };
+            let capabilities = store.capabilities();
+            handles.push(StoreHandle {
+                name: component.name.clone(),
+                type_name: component.type_name.clone(),
+                version: if component.version.is_empty() {
+                    "v1".to_owned()
+                } else {
+                    component.version.clone()
+                },
+                store,
+                scope,
+                max_lease,
+                capabilities,
+            });
+        }
+        if !problems.is_empty() {
+            for handle in &handles {
+                handle.store.close().await;
+            }
+            return Err(BuildError {
+                usage: false,
+                problems,
+            });
+        }
+        Ok(LockService::new(app_id, handles, limits))
+    }
+
+    /// The sidecar's app id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The configured stores, by name.
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<StoreHandle>> {
+        self.stores.values()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Close every store (at shutdown).
+    pub async fn close(&self) {
+        for handle in self.stores.values() {
+            handle.store.close().await;
+        }
+    }
+
+    /// Dapr's TryLock. `Ok(Acquire::HeldByOther)` is `{"success":false}`.
+    pub async fn try_lock(
+        &self,
+        store_name: &str,
+        resource_id: &str,
+        owner: &str,
+        expiry_in_seconds: i64,
+    ) -> Result<Acquire, ApiError> {
+        if expiry_in_seconds <= 0 {
+            return Err(malformed(format!(
+                "ExpiryInSeconds is not positive in lock store {store_name}"
+            )));
+        }
+        let handle = self.lookup(store_name, resource_id, owner)?;
+        let ttl = Duration::from_secs(expiry_in_seconds as u64);
+        if ttl > handle.max_lease {
+            return Err(malformed(format!(
+                "ExpiryInSeconds {expiry_in_seconds} is more than the maximum lease of {} seconds in lock store {store_name}",
+                handle.max_lease.as_secs()
+            )));
+        }
+        let key = handle.scope.key(resource_id).map_err(|e| {
+            ApiError::new(
+                ErrorKind::TryLockFailed,
+                format!("failed to try acquiring lock: {e}"),
+            )
+        })?;
+        self.call(handle.store.try_lock(&key, owner, ttl))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::TryLockFailed,
+                    format!("failed to try acquiring lock: {e}"),
+                )
+            })
+    }
+
+    /// Dapr's Unlock.
+    pub async fn unlock(
+        &self,
+        store_name: &str,
+        resource_id: &str,
+        owner: &str,
+    ) -> Result<Release, ApiError> {
+        let handle = self.lookup(store_name, resource_id, owner)?;
+        let key = handle.scope.key(resource_id).map_err(|e| {
+            ApiError::new(
+                ErrorKind::UnlockFailed,
+                format!("failed to release lock: {e}"),
+            )
+        })?;
+        self.call(handle.store.unlock(&key, owner))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorKind::UnlockFailed,
+                    format!("failed to release lock: {e}"),
+                )
+            })
+    }
+
+    /// Steps 2 to 5 of daprd's validation, with leasehold's size limits
+    /// after the emptiness checks.
+    pub fn lookup(
+        &self,
+        store_name: &str,
+        resource_id: &str,
+        owner: &str,
+    ) -> Result<&Arc<StoreHandle>, ApiError> {
+        if self.stores.is_empty() {
+            return Err(ApiError::new(
+                ErrorKind::LockStoreNotConfigured,
+                "lock store is not configured",
+            ));
+        }
+        if resource_id.is_empty() {
+            return Err(malformed(format!(
+                "ResourceId is empty in lock store {store_name}"
+            )));
+        }
+        if owner.is_empty() {
+            return Err(malformed(format!(
+                "LockOwner is empty in lock store {store_name}"
+            )));
+        }
+        if resource_id.len() > self.limits.max_resource_id_bytes {
+            return Err(malformed(format!(
+                "ResourceId is {} bytes, more than the limit of {} bytes, in lock store {store_name}",
+                resource_id.len(),
+                self.limits.max_resource_id_bytes
+            )));
+        }
+        if owner.len() > self.limits.max_owner_bytes {
+            return Err(malformed(format!(
+                "LockOwner is {} bytes, more than the limit of {} bytes, in lock store {store_name}",
+                owner.len(),
+                self.limits.max_owner_bytes
+            )));
+        }
+        self.stores.get(store_name).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::LockStoreNotFound,
+                format!("lock store {store_name} not found"),
+            )
+        })
+    }
+
+    /// Run one store call under the store timeout.
+    pub async fn call<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.limits.store_timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.limits.store_timeout)),
+        }
+    }
+}
+
+fn malformed(message: String) -> ApiError {
+    ApiError::new(ErrorKind::MalformedRequest, message)
+}
+
+/// A component may lower (never raise) the sidecar's maximum lease with
+/// `maxLeaseSeconds`.
+fn service_max_lease(component: &Component, limits: &Limits) -> Result<Duration, String> {
+    let Some(raw) = component
+        .metadata
+        .get("maxLeaseSeconds")
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(limits.max_lease);
+    };
+    match raw.parse::<u64>() {
+        Ok(0) | Err(_) => Err(format!(
+            "metadata `maxLeaseSeconds`: {raw:?} is not a positive whole number of seconds"
+        )),
+        Ok(seconds) => Ok(Duration::from_secs(seconds).min(limits.max_lease)),
+    }
+}

@@ -1,0 +1,382 @@
+//! One logical connection to one Redis master: a multiplexed connection that
+//! many concurrent calls share, opened on first use, replaced after it
+//! breaks, and (with Sentinel) pointed at whichever server is master now.
+//!
+//! Every call has a deadline. While Redis is down a call fails at once with
+//! [`StoreError::Unavailable`] (a refused or timed-out dial) instead of
+//! queueing behind reconnect attempts.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use leasehold_core::StoreError;
+use leasehold_core::metadata::Secret;
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue,
+    IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
+};
+
+use super::config::{Addr, Config, Mode};
+use super::scripts::Lua;
+
+/// Where the master is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Direct(Addr),
+    Sentinel {
+        sentinels: Vec<Addr>,
+        master_name: String,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+}
+
+/// A failed attempt, sorted by what a retry can do about it.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The command was not sent (no connection could be opened), or Redis
+    /// refused it without running it: reporting it as is tells no lie.
+    NotSent(StoreError),
+    /// The connection broke after the command may have been sent: it may
+    /// have run. A retry on a new connection may recognise its effect.
+    Lost(String),
+    /// No reply within the deadline: the command may still run.
+    TimedOut(Duration),
+    /// Redis ran the command and answered with an error.
+    Backend(String),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self, what: &str) -> StoreError {
+        match self {
+            Failure::NotSent(err) => err,
+            Failure::Lost(message) => StoreError::Unavailable(format!(
+                "connection lost during {what}, the outcome is unknown: {message}"
+            )),
+            Failure::TimedOut(after) => StoreError::Timeout(after),
+            Failure::Backend(message) => StoreError::Backend(message),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    id: u64,
+    connection: MultiplexedConnection,
+}
+
+/// A shared, self-healing connection to one master.
+#[derive(Debug)]
+pub(crate) struct Link {
+    target: Target,
+    redis: RedisConnectionInfo,
+    dial_timeout: Duration,
+    io_timeout: Duration,
+    /// The open connection. A `std` mutex: held only to clone or swap the
+    /// handle, never across an `.await`.
+    current: Mutex<Option<Open>>,
+    /// Serialises dialing, so a burst of calls after a failure opens one
+    /// connection, not one each.
+    dialing: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    pub(crate) fn new(target: Target, config: &Config) -> Self {
+        let mut redis = RedisConnectionInfo::default()
+            .set_db(config.db)
+            .set_lib_name("leasehold", env!("CARGO_PKG_VERSION"));
+        if let Some(username) = &config.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &config.password {
+            redis = redis.set_password(password.expose());
+        }
+        Link {
+            target,
+            redis,
+            dial_timeout: config.dial_timeout,
+            io_timeout: config.io_timeout,
+            current: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn targets(config: &Config) -> Vec<Target> {
+        match &config.mode {
+            Mode::Standalone { addr } => vec![Target::Direct(addr.clone())],
+            Mode::Sentinel {
+                sentinels,
+                master_name,
+                username,
+                password,
+            } => vec![Target::Sentinel {
+                sentinels: sentinels.clone(),
+                master_name: master_name.clone(),
+                username: username.clone(),
+                password: password.clone(),
+            }],
+            Mode::Quorum { masters, .. } => masters.iter().cloned().map(Target::Direct).collect(),
+        }
+    }
+
+    pub(crate) fn io_timeout(&self) -> Duration {
+        self.io_timeout
+    }
+
+    /// A human-readable name of the target, for errors and logs.
+    pub(crate) fn describe(&self) -> String {
+        match &self.target {
+            Target::Direct(addr) => addr.to_string(),
+            Target::Sentinel { master_name, .. } => format!("sentinel master {master_name}"),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        // The slot holds a cloneable handle and is replaced whole; a panic
+        // elsewhere cannot leave it half-written.
+        self.current.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Drop the connection `id` so the next call opens a new one.
+    fn invalidate(&self, id: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|open| open.id == id) {
+            *slot = None;
+        }
+    }
+
+    /// Forget the open connection whatever it is (for `close`).
+    pub(crate) fn reset(&self) {
+        *self.slot() = None;
+    }
+
+    async fn connection(&self) -> Result<Open, StoreError> {
+        if let Some(open) = self.slot().clone() {
+            return Ok(open);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(open) = self.slot().clone() {
+            return Ok(open);
+        }
+        let info = self.resolve().await?;
+        let connection = self.dial(info).await?;
+        let open = Open {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            connection,
+        };
+        *self.slot() = Some(open.clone());
+        Ok(open)
+    }
+
+    fn connection_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.dial_timeout))
+            // A little beyond the call's own deadline, which fires first and
+            // names the configured timeout.
+            .set_response_timeout(Some(self.io_timeout + Duration::from_millis(50)))
+    }
+
+    /// The address of the master, asking the sentinels if there are any.
+    pub(crate) async fn resolve(&self) -> Result<ConnectionInfo, StoreError> {
+        match &self.target {
+            Target::Direct(addr) => self.info_for(addr),
+            Target::Sentinel {
+                sentinels,
+                master_name,
+                username,
+                password,
+            } => {
+                let mut problems = Vec::new();
+                for sentinel in sentinels {
+                    match self
+                        .ask_sentinel(sentinel, master_name, username, password)
+                        .await
+                    {
+                        Ok(info) => return Ok(info),
+                        Err(problem) => problems.push(format!("{sentinel}: {problem}")),
+                    }
+                }
+                Err(StoreError::Unavailable(format!(
+                    "no sentinel named a reachable master {master_name:?}: {}",
+                    problems.join("; ")
+                )))
+            }
+        }
+    }
+
+    fn info_for(&self, addr: &Addr) -> Result<ConnectionInfo, StoreError> {
+        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+            .into_connection_info()
+            .map_err(|err| StoreError::Backend(format!("bad redis address {addr}: {err}")))?;
+        Ok(info.set_redis_settings(self.redis.clone()))
+    }
+
+    async fn ask_sentinel(
+        &self,
+        sentinel: &Addr,
+        master_name: &str,
+        username: &Option<String>,
+        password: &Option<Secret>,
+    ) -> Result<ConnectionInfo, String> {
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(username) = username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = password {
+            settings = settings.set_password(password.expose());
+        }
+        let info = ConnectionAddr::Tcp(sentinel.host.clone(), sentinel.port)
+            .into_connection_info()
+            .map_err(|err| err.to_string())?
+            .set_redis_settings(settings);
+        let mut connection = self.dial(info).await.map_err(|err| err.to_string())?;
+        let mut ask = redis::cmd("SENTINEL");
+        ask.arg("get-master-addr-by-name").arg(master_name);
+        let answer: Option<(String, u16)> = self
+            .query_on(&mut connection, &ask)
+            .await
+            .map_err(|failure| failure.into_error("sentinel query").to_string())?;
+        let (host, port) = answer.ok_or_else(|| format!("does not know master {master_name:?}"))?;
+        let master = self.info_for(&Addr {
+            host: host.clone(),
+            port,
+        })
+        .map_err(|err| err.to_string())?;
+        // A sentinel's view lags a failover for a moment: make sure the
+        // server it names really is a master before trusting it.
+        let mut probe = self.dial(master.clone()).await.map_err(|err| err.to_string())?;
+        let role: Vec<Value> = self
+            .query_on(&mut probe, &redis::cmd("ROLE"))
+            .await
+            .map_err(|failure| failure.into_error("role query").to_string())?;
+        match role.first() {
+            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(master),
+            _ => Err(format!("{host}:{port} is not a master yet")),
+        }
+    }
+
+    async fn dial(&self, info: ConnectionInfo) -> Result<MultiplexedConnection, StoreError> {
+        let client = Client::open(info)
+            .map_err(|err| StoreError::Backend(format!("bad redis address: {err}")))?;
+        let dial = client.get_multiplexed_async_connection_with_config(&self.connection_config());
+        match tokio::time::timeout(self.dial_timeout, dial).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(err)) => Err(StoreError::Unavailable(format!(
+                "cannot connect to redis ({}): {}",
+                self.describe(),
+                lower(&err)
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "cannot connect to redis ({}) within {:?}",
+                self.describe(),
+                self.dial_timeout
+            ))),
+        }
+    }
+
+    async fn query_on<T: FromRedisValue>(
+        &self,
+        connection: &mut MultiplexedConnection,
+        cmd: &Cmd,
+    ) -> Result<T, Failure> {
+        let reply = tokio::time::timeout(self.io_timeout, cmd.query_async::<Value>(connection))
+            .await
+            .map_err(|_| Failure::TimedOut(self.io_timeout))?
+            .map_err(|err| match classify(err) {
+                Failure::TimedOut(_) => Failure::TimedOut(self.io_timeout),
+                other => other,
+            })?;
+        T::from_redis_value(reply).map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+    }
+
+    /// Send `cmd` once on the shared connection. A broken connection is
+    /// dropped so that the next call opens a new one.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+        let mut open = self.connection().await.map_err(Failure::NotSent)?;
+        let result = self.query_on(&mut open.connection, cmd).await;
+        if let Err(failure) = &result {
+            match failure {
+                // After a timeout the connection may be wedged (a paused
+                // server); a fresh dial tells quickly whether it is alive.
+                Failure::Lost(_) | Failure::TimedOut(_) => self.invalidate(open.id),
+                Failure::NotSent(StoreError::Unavailable(message))
+                    if message.starts_with("READONLY") =>
+                {
+                    // A demoted master: ask the sentinels again.
+                    self.invalidate(open.id);
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// Run a script once: `EVALSHA`, and `EVAL` when the server does not
+    /// have it cached (`NOSCRIPT` means it did not run, so this is safe).
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        lua: &Lua,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, Failure> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&lua.sha).arg(keys.len()).arg(keys).arg(args);
+        match self.query(&cmd).await {
+            Err(Failure::NotSent(StoreError::Backend(message))) if message.contains("NOSCRIPT") => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(lua.code).arg(keys.len()).arg(keys).arg(args);
+                self.query(&cmd).await
+            }
+            other => other,
+        }
+    }
+
+    /// Send `WAIT replicas timeout` on the connection the last write used,
+    /// and return how many replicas acknowledged.
+    pub(crate) async fn wait_replicas(&self, replicas: u32, timeout: Duration) -> Result<u32, Failure> {
+        let mut open = self.connection().await.map_err(Failure::NotSent)?;
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+        let budget = self.io_timeout + timeout;
+        let reply = tokio::time::timeout(budget, cmd.query_async::<Value>(&mut open.connection))
+            .await
+            .map_err(|_| Failure::TimedOut(budget))?
+            .map_err(classify)?;
+        u32::from_redis_value(reply).map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+    }
+}
+
+/// Sort a redis-rs error into what a retry can do.
+fn classify(err: RedisError) -> Failure {
+    if err.is_timeout() {
+        // The response timeout of the connection: the command may run.
+        return Failure::TimedOut(Duration::ZERO);
+    }
+    if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+        return Failure::Lost(lower(&err));
+    }
+    match err.code() {
+        // Refused before running: a script missing from the cache.
+        Some("NOSCRIPT") => Failure::NotSent(StoreError::Backend(format!("NOSCRIPT: {}", lower(&err)))),
+        // Refused before running: a demoted master, a server still loading
+        // its data, a replica cut off from its master.
+        Some(code @ ("READONLY" | "LOADING" | "MASTERDOWN")) => Failure::NotSent(
+            StoreError::Unavailable(format!("{code}: {}", lower(&err))),
+        ),
+        _ => Failure::Backend(lower(&err)),
+    }
+}
+
+/// redis-rs messages start with a capital; house style wants lowercase.
+fn lower(err: &RedisError) -> String {
+    let text = err.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}

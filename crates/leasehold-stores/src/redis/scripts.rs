@@ -1,0 +1,161 @@
+//! The Lua scripts: each store operation is one of them, so it runs
+//! atomically on the Redis server and a dropped call never leaves half a
+//! lock.
+//!
+//! Every script takes the same two keys:
+//!
+//! * `KEYS[1]`, the lock key exactly as daprd writes it: a string whose value
+//!   is the owner, with a `PX` expiry. daprd's `SET k owner EX s NX` and its
+//!   unlock script see leasehold's locks and the other way round.
+//! * `KEYS[2]`, the fence hash of that lock key, which daprd never touches.
+//!   Its fields: `counter` (the last token handed out for the key; never
+//!   deleted, so tokens keep growing), `token`, `owner` and `nonce` (the
+//!   current leasehold grant), and `released` (the nonce of the last unlock
+//!   call that released the key).
+//!
+//! The nonces make retries safe after a lost reply: the same call sent again
+//! recognises its own earlier effect (see the reference page).
+
+/// A script and its SHA-1, for `EVALSHA`.
+#[derive(Debug)]
+pub(crate) struct Lua {
+    pub(crate) name: &'static str,
+    pub(crate) code: &'static str,
+    pub(crate) sha: String,
+}
+
+impl Lua {
+    fn new(name: &'static str, code: &'static str) -> Self {
+        Lua {
+            name,
+            code,
+            sha: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+}
+
+/// The scripts, hashed once per store.
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) acquire: Lua,
+    pub(crate) release: Lua,
+    pub(crate) renew: Lua,
+    pub(crate) status: Lua,
+    pub(crate) force: Lua,
+    pub(crate) raise: Lua,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            acquire: Lua::new("acquire", ACQUIRE),
+            release: Lua::new("release", RELEASE),
+            renew: Lua::new("renew", RENEW),
+            status: Lua::new("status", STATUS),
+            force: Lua::new("force-unlock", FORCE),
+            raise: Lua::new("raise-fence", RAISE),
+        }
+    }
+}
+
+/// ARGV: owner, lease in ms, call nonce.
+/// Returns `{1, token}` when granted (now or by an earlier send of the same
+/// call), `{0, 0}` when a live lease exists.
+const ACQUIRE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  if holder == ARGV[1] and redis.call('HGET', KEYS[2], 'nonce') == ARGV[3] then
+    return {1, tonumber(redis.call('HGET', KEYS[2], 'token'))}
+  end
+  return {0, 0}
+end
+local token = redis.call('HINCRBY', KEYS[2], 'counter', 1)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'token', token, 'owner', ARGV[1], 'nonce', ARGV[3])
+return {1, token}
+"#;
+
+/// ARGV: owner, call nonce, "1" when this is a retry, release channel.
+/// Returns daprd's codes: 1 released, -1 no lock, -2 another owner's lock.
+/// A retry whose earlier send already released the key returns 1 again.
+const RELEASE: &str = r#"
+if ARGV[3] == '1' and redis.call('HGET', KEYS[2], 'released') == ARGV[2] then
+  return 1
+end
+local holder = redis.call('GET', KEYS[1])
+if not holder then return -1 end
+if holder ~= ARGV[1] then return -2 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'released', ARGV[2])
+redis.call('PUBLISH', ARGV[4], KEYS[1])
+return 1
+"#;
+
+/// ARGV: owner, lease in ms.
+/// Returns `{1, token}` renewed, `{-1, 0}` no lock, `{-2, 0}` another owner's
+/// lock. The token is 0 when the holder was granted by daprd.
+const RENEW: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then return {-1, 0} end
+if holder ~= ARGV[1] then return {-2, 0} end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local token = 0
+if redis.call('HGET', KEYS[2], 'owner') == holder then
+  token = tonumber(redis.call('HGET', KEYS[2], 'token'))
+end
+return {1, token}
+"#;
+
+/// Returns `{owner, pttl, token, nonce}`, or `{}` when the key is free.
+const STATUS: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then return {} end
+local pttl = redis.call('PTTL', KEYS[1])
+local token = 0
+local nonce = ''
+if redis.call('HGET', KEYS[2], 'owner') == holder then
+  token = tonumber(redis.call('HGET', KEYS[2], 'token'))
+  nonce = redis.call('HGET', KEYS[2], 'nonce')
+end
+return {holder, pttl, token, nonce}
+"#;
+
+/// ARGV: release channel. Returns `{owner, token}` of the evicted lease, or
+/// `{}` when the key was free. The counter is left alone, so the next grant
+/// gets a greater token.
+const FORCE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder then return {} end
+local token = 0
+if redis.call('HGET', KEYS[2], 'owner') == holder then
+  token = tonumber(redis.call('HGET', KEYS[2], 'token'))
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return {holder, token}
+"#;
+
+/// Quorum mode: after a majority granted a lease, every master's counter is
+/// raised to the token chosen (the largest one granted), and the grant's own
+/// record takes that token where the grant is present.
+/// ARGV: token, call nonce. Returns 1.
+const RAISE: &str = r#"
+local wanted = tonumber(ARGV[1])
+local counter = tonumber(redis.call('HGET', KEYS[2], 'counter') or '0')
+if counter < wanted then
+  redis.call('HSET', KEYS[2], 'counter', ARGV[1])
+end
+if redis.call('HGET', KEYS[2], 'nonce') == ARGV[2] then
+  redis.call('HSET', KEYS[2], 'token', ARGV[1])
+end
+return 1
+"#;
+
+/// The fence hash that goes with a lock key. daprd's keys start with the app
+/// id or `lock||`, never with this prefix.
+pub(crate) fn fence_key(key: &str) -> String {
+    format!("leasehold-fence||{key}")
+}
+
+/// The prefix of every fence hash, so that listing can leave them out.
+pub(crate) const FENCE_PREFIX: &str = "leasehold-fence||";

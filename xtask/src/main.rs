@@ -1,0 +1,29 @@
+//! `cargo run --manifest-path xtask/Cargo.toml -- codegen` regenerates the
+//! checked-in protobuf code in crates/leasehold-proto/src/gen (needs
+//! `protoc` on PATH). CI runs it and checks that nothing changed.
+
+use std::path::Path;
+
+fn main() {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    if task != "codegen" {
+        eprintln!("usage: xtask codegen");
+        std::process::exit(2);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo");
+    let out = root.join("crates/leasehold-proto/src/gen");
+    std::fs::create_dir_all(&out).expect("create the output directory");
+    let protos: Vec<_> = ["proto/dapr/proto/runtime/v1/dapr.proto", "proto/leasehold/v1/leasehold.proto"]
+        .iter()
+        .map(|p| root.join(p))
+        .filter(|p| p.exists())
+        .collect();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .emit_rerun_if_changed(false)
+        .out_dir(&out)
+        .compile_protos(&protos, &[root.join("proto")])
+        .unwrap_or_else(|err| panic!("codegen failed: {err}"));
+    println!("generated into {}", out.display());
+}
