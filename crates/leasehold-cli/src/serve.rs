@@ -192,6 +192,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
+    let mut problems = Vec::new();
     let components = if args.resources_paths.is_empty() {
         vec![default_component()]
     } else {
@@ -199,29 +200,17 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             app_id: &args.app_id,
             env: &ProcessEnv,
         };
-        match manifest::load_dirs(&args.resources_paths, cx) {
-            Ok(loaded) => {
-                for note in &loaded.skipped {
-                    tracing::info!("skipped {note}");
-                }
-                if loaded.components.is_empty() {
-                    tracing::warn!(
-                        "no lock store components found; lock requests will answer ERR_LOCK_STORE_NOT_CONFIGURED"
-                    );
-                }
-                loaded.components
-            }
-            Err(errors) => {
-                eprintln!(
-                    "error: the component files have {} problem(s):",
-                    errors.len()
-                );
-                for error in errors {
-                    eprintln!("  - {error}");
-                }
-                return ExitCode::from(exit::USAGE);
-            }
+        let loaded = manifest::load_dirs(&args.resources_paths, cx);
+        for note in &loaded.skipped {
+            tracing::info!("skipped {note}");
         }
+        if loaded.components.is_empty() && loaded.errors.is_empty() {
+            tracing::warn!(
+                "no lock store components found; lock requests will answer ERR_LOCK_STORE_NOT_CONFIGURED"
+            );
+        }
+        problems.extend(loaded.errors.iter().map(ToString::to_string));
+        loaded.components
     };
 
     let store_cx = StoreContext {
@@ -234,7 +223,27 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         max_lease: args.max_lease,
         store_timeout: args.store_timeout,
     };
-    let service = match LockService::build(&args.app_id, &components, &store_cx, limits).await {
+    // Every problem in every file, found before any connection is opened
+    // or any port is bound.
+    let validated = match LockService::validate(&args.app_id, &components, &store_cx, &limits) {
+        Ok(validated) if problems.is_empty() => validated,
+        Ok(_) => Vec::new(),
+        Err(more) => {
+            problems.extend(more);
+            Vec::new()
+        }
+    };
+    if !problems.is_empty() {
+        eprintln!(
+            "error: the component files have {} problem(s):",
+            problems.len()
+        );
+        for problem in &problems {
+            eprintln!("  - {problem}");
+        }
+        return ExitCode::from(exit::USAGE);
+    }
+    let service = match LockService::open(&args.app_id, validated, limits).await {
         Ok(service) => Arc::new(service),
         Err(err) => {
             eprintln!(

@@ -99,15 +99,18 @@ impl fmt::Display for ManifestError {
     }
 }
 
-/// What loading found: lock components, and the names of documents that were
-/// skipped on purpose (other building blocks, other apps' scopes), for the
-/// start-up log.
+/// What loading found: lock components, the documents that were skipped on
+/// purpose (other building blocks, other apps' scopes) for the start-up log,
+/// and every problem.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Lock store components for this app.
+    /// Lock store components for this app (those that parsed).
     pub components: Vec<Component>,
     /// Human-readable notes on what was left out and why.
     pub skipped: Vec<String>,
+    /// Every problem found; the caller adds its own checks of the
+    /// components before it refuses to start, so all are listed at once.
+    pub errors: Vec<ManifestError>,
 }
 
 /// The context a manifest is resolved in.
@@ -125,8 +128,9 @@ impl fmt::Debug for dyn Env + '_ {
     }
 }
 
-/// Load every component file in `dirs`. All problems are returned together.
-pub fn load_dirs(dirs: &[PathBuf], cx: LoadContext<'_>) -> Result<Loaded, Vec<ManifestError>> {
+/// Load every component file in `dirs`. Problems are collected in
+/// [`Loaded::errors`], never returned early.
+pub fn load_dirs(dirs: &[PathBuf], cx: LoadContext<'_>) -> Loaded {
     let mut loaded = Loaded::default();
     let mut errors = Vec::new();
     for dir in dirs {
@@ -165,11 +169,8 @@ pub fn load_dirs(dirs: &[PathBuf], cx: LoadContext<'_>) -> Result<Loaded, Vec<Ma
         }
     }
     check_duplicates(&loaded.components, &mut errors);
-    if errors.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(errors)
-    }
+    loaded.errors = errors;
+    loaded
 }
 
 /// Parse the text of one file (possibly several documents) into `loaded`.

@@ -70,6 +70,15 @@ pub struct LockService {
     limits: Limits,
 }
 
+/// A component that passed validation, ready to open.
+#[derive(Debug)]
+pub struct ValidatedStore {
+    component: Component,
+    scope: KeyScope,
+    max_lease: Duration,
+    config: leasehold_stores::StoreConfig,
+}
+
 /// Problems found while building the stores, all at once.
 #[derive(Debug)]
 pub struct BuildError {
@@ -102,6 +111,23 @@ impl LockService {
         cx: &StoreContext,
         limits: Limits,
     ) -> Result<Self, BuildError> {
+        let validated =
+            Self::validate(app_id, components, cx, &limits).map_err(|problems| BuildError {
+                usage: true,
+                problems,
+            })?;
+        Self::open(app_id, validated, limits).await
+    }
+
+    /// Check every component without any I/O: the store's own fields, and
+    /// the service's (`keyPrefix`, `maxLeaseSeconds`). Every problem is
+    /// returned, one line each.
+    pub fn validate(
+        app_id: &str,
+        components: &[Component],
+        cx: &StoreContext,
+        limits: &Limits,
+    ) -> Result<Vec<ValidatedStore>, Vec<String>> {
         let mut problems = Vec::new();
         let mut validated = Vec::new();
         for component in components {
@@ -114,12 +140,15 @@ impl LockService {
                 )
             };
             let scope = KeyScope::new(component.metadata.get("keyPrefix"), &component.name, app_id);
-            let max_lease = service_max_lease(component, &limits);
+            let max_lease = service_max_lease(component, limits);
             let config = leasehold_stores::validate(component, cx);
             match (scope, max_lease, config) {
-                (Ok(scope), Ok(max_lease), Ok(config)) => {
-                    validated.push((component, scope, max_lease, config))
-                }
+                (Ok(scope), Ok(max_lease), Ok(config)) => validated.push(ValidatedStore {
+                    component: component.clone(),
+                    scope,
+                    max_lease,
+                    config,
+                }),
                 (scope, max_lease, config) => {
                     problems.extend(scope.err().map(|e| context(&e)));
                     problems.extend(max_lease.err().map(|e| context(&e)));
@@ -127,60 +156,64 @@ impl LockService {
                 }
             }
         }
-        if !problems.is_empty() {
-            return Err(BuildError {
-                usage: true,
-                problems,
-            });
+        if problems.is_empty() {
+            Ok(validated)
+        } else {
+            Err(problems)
         }
+    }
 
+    /// Open every validated store, each within its init timeout.
+    pub async fn open(
+        app_id: &str,
+        validated: Vec<ValidatedStore>,
+        limits: Limits,
+    ) -> Result<Self, BuildError> {
+        let mut problems = Vec::new();
         let mut handles = Vec::new();
-        for (component, scope, max_lease, config) in validated {
+        for ValidatedStore {
+            component,
+            scope,
+            max_lease,
+            config,
+        } in validated
+        {
             // daprd's default init timeout is 5 s.
             let init_timeout = component.init_timeout.unwrap_or(Duration::from_secs(5));
             let opened =
                 tokio::time::timeout(init_timeout, leasehold_stores::connect(config)).await;
-            let store = match opened {
-                Ok(Ok(store)) => store,
-                Ok(Err(err)) => {
-                    let message = format!(
-                        "component {:?} ({}): cannot open the store: {err}",
-                        component.name, component.type_name
-                    );
-                    if component.ignore_errors {
-                        tracing::warn!("{message}; left out because ignoreErrors is set");
-                        continue;
-                    }
-                    problems.push(message);
+            let failure = match opened {
+                Ok(Ok(store)) => {
+                    let capabilities = store.capabilities();
+                    handles.push(StoreHandle {
+                        name: component.name.clone(),
+                        type_name: component.type_name.clone(),
+                        version: if component.version.is_empty() {
+                            "v1".to_owned()
+                        } else {
+                            component.version.clone()
+                        },
+                        store,
+                        scope,
+                        max_lease,
+                        capabilities,
+                    });
                     continue;
                 }
+                Ok(Err(err)) => format!("cannot open the store: {err}"),
                 Err(_) => {
-                    let message = format!(
-                        "component {:?} ({}): the store did not open within the init timeout of {init_timeout:?}",
-                        component.name, component.type_name
-                    );
-                    if component.ignore_errors {
-                        tracing::warn!("{message}; left out because ignoreErrors is set");
-                        continue;
-                    }
-                    problems.push(message);
-                    continue;
+                    format!("the store did not open within the init timeout of {init_timeout:?}")
                 }
             };
-            let capabilities = store.capabilities();
-            handles.push(StoreHandle {
-                name: component.name.clone(),
-                type_name: component.type_name.clone(),
-                version: if component.version.is_empty() {
-                    "v1".to_owned()
-                } else {
-                    component.version.clone()
-                },
-                store,
-                scope,
-                max_lease,
-                capabilities,
-            });
+            let message = format!(
+                "component {:?} ({}): {failure}",
+                component.name, component.type_name
+            );
+            if component.ignore_errors {
+                tracing::warn!("{message}; left out because ignoreErrors is set");
+            } else {
+                problems.push(message);
+            }
         }
         if !problems.is_empty() {
             for handle in &handles {

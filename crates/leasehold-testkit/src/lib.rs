@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod etcd;
+pub mod http;
 pub mod postgres;
 pub mod redis;
 pub mod sidecar;

@@ -414,6 +414,9 @@ impl LockStore for MemoryStore {
                 .shards
                 .iter()
                 .filter_map(|shard| lock(shard).deadlines.keys().next_back().map(|(d, _)| *d))
+                // A store still waiting out a crash before it must pass the
+                // rest of that wait on, or a quick restart would forget it.
+                .chain(self.inner.refuse_until)
                 .max()
                 .filter(|deadline| *deadline > now)
                 .map(|deadline| SystemTime::now() + (deadline - now));
@@ -554,6 +557,33 @@ mod tests {
             Acquire::Acquired { fence: next } => assert!(next > fence),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_during_recovery_keeps_the_inherited_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            shards: 4,
+            guard_file: Some(dir.path().join("s.guard")),
+        };
+        let first = MemoryStore::open(config.clone()).unwrap();
+        first
+            .try_lock("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap();
+        drop(first);
+        let second = MemoryStore::open(config.clone()).unwrap();
+        second.close().await;
+        drop(second);
+        let third = MemoryStore::open(config).unwrap();
+        let err = third
+            .try_lock("k", "b", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Recovering(wait) if wait > Duration::from_secs(20)),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -172,7 +172,11 @@ fn read(r: &mut MetadataReader<'_>) -> Option<Config> {
     let quorum = r.bool("quorum").unwrap_or(false);
     let port = r.number::<u16>("redisPort");
 
-    match r.string("redisType").map(|t| t.to_ascii_lowercase()).as_deref() {
+    match r
+        .string("redisType")
+        .map(|t| t.to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("node") => {}
         Some("cluster") => r.error(
             "redisType",
@@ -521,7 +525,9 @@ mod tests {
         assert!(matches!(config.mode, Mode::Standalone { addr } if addr.port == 6379));
         let config = parse(&[("redisHost", "cache"), ("redisPort", "7000")]).unwrap();
         assert!(matches!(config.mode, Mode::Standalone { addr } if addr.port == 7000));
-        assert!(errors(&[("redisHost", "cache:7001"), ("redisPort", "7000")]).contains("redisPort"));
+        assert!(
+            errors(&[("redisHost", "cache:7001"), ("redisPort", "7000")]).contains("redisPort")
+        );
         let config = parse(&[("redisHost", "[::1]:7000")]).unwrap();
         assert!(
             matches!(config.mode, Mode::Standalone { addr } if addr.host == "::1" && addr.port == 7000)
@@ -536,7 +542,9 @@ mod tests {
             errors(&[("redisHost", "a:1"), ("redisType", "cluster")])
                 .contains("does not support connecting to Redis Cluster")
         );
-        assert!(errors(&[("redisHost", "a:1"), ("redisMaxRetries", "1 ")]).contains("redisMaxRetries"));
+        assert!(
+            errors(&[("redisHost", "a:1"), ("redisMaxRetries", "1 ")]).contains("redisMaxRetries")
+        );
     }
 
     #[test]
@@ -604,17 +612,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!format!("{config:?}").contains("hunter2"));
-        assert!(errors(&[("redisHost", "s1"), ("failover", "true")]).contains("sentinelMasterName"));
+        assert!(
+            errors(&[("redisHost", "s1"), ("failover", "true")]).contains("sentinelMasterName")
+        );
         assert!(errors(&[("redisHost", "a:1,b:2")]).contains("several hosts"));
     }
 
     #[test]
     fn quorum_of_masters() {
-        let config = parse(&[
-            ("quorum", "true"),
-            ("redisHosts", "a:1, b:2 ,c:3,d:4,e:5"),
-        ])
-        .unwrap();
+        let config = parse(&[("quorum", "true"), ("redisHosts", "a:1, b:2 ,c:3,d:4,e:5")]).unwrap();
         assert_eq!(config.majority(), 3);
         assert!(errors(&[("quorum", "true"), ("redisHosts", "a:1,b:2")]).contains("at least 3"));
         assert!(errors(&[("quorum", "true")]).contains("redisHosts"));

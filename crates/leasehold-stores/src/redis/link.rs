@@ -64,6 +64,8 @@ impl Failure {
 #[derive(Debug, Clone)]
 struct Open {
     id: u64,
+    /// The server this connection goes to (`host:port`).
+    addr: String,
     connection: MultiplexedConnection,
 }
 
@@ -127,6 +129,15 @@ impl Link {
         self.io_timeout
     }
 
+    pub(crate) fn dial_timeout(&self) -> Duration {
+        self.dial_timeout
+    }
+
+    /// The server the open connection goes to, if one is open.
+    pub(crate) fn current_addr(&self) -> Option<String> {
+        self.slot().as_ref().map(|open| open.addr.clone())
+    }
+
     /// A human-readable name of the target, for errors and logs.
     pub(crate) fn describe(&self) -> String {
         match &self.target {
@@ -138,7 +149,9 @@ impl Link {
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
         // The slot holds a cloneable handle and is replaced whole; a panic
         // elsewhere cannot leave it half-written.
-        self.current.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.current
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Drop the connection `id` so the next call opens a new one.
@@ -163,9 +176,11 @@ impl Link {
             return Ok(open);
         }
         let info = self.resolve().await?;
+        let addr = info.addr().to_string();
         let connection = self.dial(info).await?;
         let open = Open {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            addr,
             connection,
         };
         *self.slot() = Some(open.clone());
@@ -241,14 +256,18 @@ impl Link {
             .await
             .map_err(|failure| failure.into_error("sentinel query").to_string())?;
         let (host, port) = answer.ok_or_else(|| format!("does not know master {master_name:?}"))?;
-        let master = self.info_for(&Addr {
-            host: host.clone(),
-            port,
-        })
-        .map_err(|err| err.to_string())?;
+        let master = self
+            .info_for(&Addr {
+                host: host.clone(),
+                port,
+            })
+            .map_err(|err| err.to_string())?;
         // A sentinel's view lags a failover for a moment: make sure the
         // server it names really is a master before trusting it.
-        let mut probe = self.dial(master.clone()).await.map_err(|err| err.to_string())?;
+        let mut probe = self
+            .dial(master.clone())
+            .await
+            .map_err(|err| err.to_string())?;
         let role: Vec<Value> = self
             .query_on(&mut probe, &redis::cmd("ROLE"))
             .await
@@ -290,7 +309,8 @@ impl Link {
                 Failure::TimedOut(_) => Failure::TimedOut(self.io_timeout),
                 other => other,
             })?;
-        T::from_redis_value(reply).map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+        T::from_redis_value(reply)
+            .map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
     }
 
     /// Send `cmd` once on the shared connection. A broken connection is
@@ -337,7 +357,11 @@ impl Link {
 
     /// Send `WAIT replicas timeout` on the connection the last write used,
     /// and return how many replicas acknowledged.
-    pub(crate) async fn wait_replicas(&self, replicas: u32, timeout: Duration) -> Result<u32, Failure> {
+    pub(crate) async fn wait_replicas(
+        &self,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u32, Failure> {
         let mut open = self.connection().await.map_err(Failure::NotSent)?;
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(replicas).arg(timeout.as_millis() as u64);
@@ -346,7 +370,8 @@ impl Link {
             .await
             .map_err(|_| Failure::TimedOut(budget))?
             .map_err(classify)?;
-        u32::from_redis_value(reply).map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+        u32::from_redis_value(reply)
+            .map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
     }
 }
 
@@ -361,12 +386,14 @@ fn classify(err: RedisError) -> Failure {
     }
     match err.code() {
         // Refused before running: a script missing from the cache.
-        Some("NOSCRIPT") => Failure::NotSent(StoreError::Backend(format!("NOSCRIPT: {}", lower(&err)))),
+        Some("NOSCRIPT") => {
+            Failure::NotSent(StoreError::Backend(format!("NOSCRIPT: {}", lower(&err))))
+        }
         // Refused before running: a demoted master, a server still loading
         // its data, a replica cut off from its master.
-        Some(code @ ("READONLY" | "LOADING" | "MASTERDOWN")) => Failure::NotSent(
-            StoreError::Unavailable(format!("{code}: {}", lower(&err))),
-        ),
+        Some(code @ ("READONLY" | "LOADING" | "MASTERDOWN")) => {
+            Failure::NotSent(StoreError::Unavailable(format!("{code}: {}", lower(&err))))
+        }
         _ => Failure::Backend(lower(&err)),
     }
 }

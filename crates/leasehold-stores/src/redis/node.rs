@@ -1,0 +1,430 @@
+//! The lock operations on one master: each is one script call, sent again
+//! on a new connection when the old one broke, with nonces that let the
+//! second send recognise what the first one did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::{
+    Acquire, Fence, ForceRelease, LockInfo, Release, ReleaseWait, Renewal, StoreError,
+};
+use redis::Value;
+
+use super::config::Config;
+use super::link::{Failure, Link};
+use super::scripts::{FENCE_PREFIX, Scripts, fence_key};
+use super::watch::Watcher;
+
+/// How many keys one `SCAN` step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// Listing stops after this many matching keys, so an admin call on a huge
+/// keyspace stays bounded.
+pub(crate) const LIST_SCAN_LIMIT: usize = 1_000_000;
+
+/// A live lease as one master sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) owner: String,
+    pub(crate) remaining: Duration,
+    pub(crate) fence: Fence,
+    pub(crate) nonce: String,
+}
+
+/// One master and its operations.
+#[derive(Debug)]
+pub(crate) struct Node {
+    link: Arc<Link>,
+    watcher: Watcher,
+    scripts: Arc<Scripts>,
+    channel: String,
+    max_retries: u32,
+    min_pause: Duration,
+    max_pause: Duration,
+}
+
+impl Node {
+    pub(crate) fn new(link: Link, scripts: Arc<Scripts>, config: &Config) -> Self {
+        let link = Arc::new(link);
+        // Pub/sub channels are shared by every database of a server.
+        let channel = format!("leasehold-release||{}", config.db);
+        Node {
+            watcher: Watcher::new(link.clone(), channel.clone()),
+            link,
+            scripts,
+            channel,
+            max_retries: config.max_retries,
+            min_pause: config.min_retry_interval,
+            max_pause: config.max_retry_interval,
+        }
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Run `attempt` until it succeeds or fails in a way a retry cannot
+    /// help. The flag tells the attempt whether an earlier send may have
+    /// reached Redis. Returns the result and that flag.
+    async fn retrying<T>(
+        &self,
+        retries: u32,
+        mut attempt: impl AsyncFnMut(bool) -> Result<T, Failure>,
+    ) -> (Result<T, Failure>, bool) {
+        let mut pause = self.min_pause;
+        let mut maybe_sent = false;
+        let mut tries = 0;
+        loop {
+            let result = attempt(maybe_sent).await;
+            let retry = match &result {
+                Err(Failure::Lost(_)) => {
+                    maybe_sent = true;
+                    true
+                }
+                // A demoted master or a server still loading: the command
+                // did not run; another master may be there on a new dial.
+                Err(Failure::NotSent(StoreError::Unavailable(message))) => {
+                    ["READONLY", "LOADING", "MASTERDOWN"]
+                        .iter()
+                        .any(|code| message.starts_with(code))
+                }
+                _ => false,
+            };
+            if !retry || tries >= retries {
+                return (result, maybe_sent);
+            }
+            tries += 1;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.max_pause);
+        }
+    }
+
+    /// A failure after an earlier send may have run says so.
+    fn error(what: &str, failure: Failure, maybe_sent: bool) -> StoreError {
+        match failure {
+            Failure::NotSent(err) if maybe_sent => StoreError::Unavailable(format!(
+                "connection lost during {what} and no new one could be opened, the outcome is unknown: {err}"
+            )),
+            other => other.into_error(what),
+        }
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        nonce: &str,
+    ) -> Result<Acquire, StoreError> {
+        let fence = fence_key(key);
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, async |_| {
+                self.link
+                    .eval::<(i64, i64)>(
+                        &self.scripts.acquire,
+                        &[key, &fence],
+                        &[owner, &ttl_ms, nonce],
+                    )
+                    .await
+            })
+            .await;
+        match result {
+            Ok((1, token)) => Ok(Acquire::Acquired {
+                fence: token as Fence,
+            }),
+            Ok((0, _)) => Ok(Acquire::HeldByOther),
+            Ok((code, _)) => Err(StoreError::Backend(format!(
+                "acquire script returned {code}"
+            ))),
+            Err(failure) => Err(Self::error("try-lock", failure, maybe_sent)),
+        }
+    }
+
+    pub(crate) async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        nonce: &str,
+    ) -> Result<Release, StoreError> {
+        let fence = fence_key(key);
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, async |retry| {
+                let flag = if retry { "1" } else { "0" };
+                self.link
+                    .eval::<i64>(
+                        &self.scripts.release,
+                        &[key, &fence],
+                        &[owner, nonce, flag, &self.channel],
+                    )
+                    .await
+            })
+            .await;
+        let outcome = match result {
+            Ok(1) => Release::Released,
+            Ok(-1) => Release::NotFound,
+            Ok(-2) => Release::HeldByOther,
+            Ok(code) => {
+                return Err(StoreError::Backend(format!(
+                    "unlock script returned {code}"
+                )));
+            }
+            Err(failure) => return Err(Self::error("unlock", failure, maybe_sent)),
+        };
+        if maybe_sent && outcome != Release::Released {
+            // The first send may have released the lock, and another owner
+            // may have come and gone since: "not found" or "someone else's"
+            // could be untrue, so say that the outcome is unknown.
+            return Err(StoreError::Unavailable(format!(
+                "connection lost during unlock; the retry found {outcome:?}, which cannot tell whether the first attempt released the lock"
+            )));
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) async fn renew(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Renewal, StoreError> {
+        let fence = fence_key(key);
+        let ttl_ms = ttl.as_millis().max(1).to_string();
+        // Renewing twice is the same as renewing once: safe to resend.
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, async |_| {
+                self.link
+                    .eval::<(i64, i64)>(&self.scripts.renew, &[key, &fence], &[owner, &ttl_ms])
+                    .await
+            })
+            .await;
+        match result {
+            Ok((1, token)) => Ok(Renewal::Renewed {
+                fence: token as Fence,
+            }),
+            Ok((-1, _)) => Ok(Renewal::NotFound),
+            Ok((-2, _)) => Ok(Renewal::HeldByOther),
+            Ok((code, _)) => Err(StoreError::Backend(format!("renew script returned {code}"))),
+            Err(failure) => Err(Self::error("renew", failure, maybe_sent)),
+        }
+    }
+
+    pub(crate) async fn status(&self, key: &str) -> Result<Option<Seen>, StoreError> {
+        let fence = fence_key(key);
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, async |_| {
+                self.link
+                    .eval::<Vec<Value>>(&self.scripts.status, &[key, &fence], &[])
+                    .await
+            })
+            .await;
+        let reply = result.map_err(|failure| Self::error("status", failure, maybe_sent))?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let parsed: Result<(String, i64, i64, String), _> =
+            redis::from_redis_value(Value::Array(reply));
+        let (owner, pttl, token, nonce) =
+            parsed.map_err(|err| StoreError::Backend(format!("unexpected status reply: {err}")))?;
+        Ok(Some(Seen {
+            owner,
+            // -1 (no expiry) cannot come from leasehold or daprd; show 0.
+            remaining: Duration::from_millis(pttl.max(0) as u64),
+            fence: token.max(0) as Fence,
+            nonce,
+        }))
+    }
+
+    pub(crate) async fn force(&self, key: &str) -> Result<ForceRelease, StoreError> {
+        let fence = fence_key(key);
+        // Not resent: a second send after a lost reply would find the key
+        // free and report "not found" for a lease the first send evicted.
+        let (result, maybe_sent) = self
+            .retrying(0, async |_| {
+                self.link
+                    .eval::<Vec<Value>>(&self.scripts.force, &[key, &fence], &[&self.channel])
+                    .await
+            })
+            .await;
+        let reply = result.map_err(|failure| Self::error("force-unlock", failure, maybe_sent))?;
+        if reply.is_empty() {
+            return Ok(ForceRelease::NotFound);
+        }
+        let (owner, token): (String, i64) = redis::from_redis_value(Value::Array(reply))
+            .map_err(|err| StoreError::Backend(format!("unexpected force-unlock reply: {err}")))?;
+        Ok(ForceRelease::Released {
+            owner,
+            fence: token.max(0) as Fence,
+        })
+    }
+
+    /// Quorum mode: lift the key's counter to `token` on this master.
+    pub(crate) async fn raise(
+        &self,
+        key: &str,
+        token: Fence,
+        nonce: &str,
+    ) -> Result<(), StoreError> {
+        let fence = fence_key(key);
+        let token = token.to_string();
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, async |_| {
+                self.link
+                    .eval::<i64>(&self.scripts.raise, &[key, &fence], &[&token, nonce])
+                    .await
+            })
+            .await;
+        result
+            .map(|_| ())
+            .map_err(|failure| Self::error("raise-fence", failure, maybe_sent))
+    }
+
+    /// Every lock key starting with `prefix`, sorted, without duplicates.
+    pub(crate) async fn scan(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg("string");
+            let (next, batch): (u64, Vec<String>) = self
+                .link
+                .query(&cmd)
+                .await
+                .map_err(|failure| failure.into_error("list"))?;
+            keys.extend(
+                batch
+                    .into_iter()
+                    .filter(|key| key.starts_with(prefix) && !key.starts_with(FENCE_PREFIX)),
+            );
+            if next == 0 || keys.len() >= LIST_SCAN_LIMIT {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Status of each key, in order, for those still held.
+    pub(crate) async fn statuses(&self, keys: &[String]) -> Result<Vec<LockInfo>, StoreError> {
+        let mut infos = Vec::new();
+        for chunk in keys.chunks(64) {
+            let seen =
+                futures_util::future::join_all(chunk.iter().map(|key| self.status(key))).await;
+            for (key, seen) in chunk.iter().zip(seen) {
+                if let Some(seen) = seen? {
+                    infos.push(LockInfo {
+                        key: key.clone(),
+                        owner: seen.owner,
+                        fence: seen.fence,
+                        remaining: seen.remaining,
+                    });
+                }
+            }
+        }
+        Ok(infos)
+    }
+
+    /// A future that resolves when `key` may have been freed: a published
+    /// release, or the end of its lease as `PTTL` says now.
+    pub(crate) async fn watch(&self, key: &str) -> Result<ReleaseWait, StoreError> {
+        let released = self.watcher.watch(key).await?;
+        let mut pttl = redis::cmd("PTTL");
+        pttl.arg(key);
+        let remaining: i64 = self
+            .link
+            .query(&pttl)
+            .await
+            .map_err(|failure| failure.into_error("watch"))?;
+        let expiry = match remaining {
+            // Free already: wake at once.
+            -2 => Some(Duration::ZERO),
+            // No expiry (not a lock written by leasehold or daprd).
+            -1 => None,
+            ms => Some(Duration::from_millis(ms.max(0) as u64 + 1)),
+        };
+        Ok(Box::pin(async move {
+            match expiry {
+                Some(after) => {
+                    tokio::select! {
+                        _ = released => {}
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                }
+                None => {
+                    let _ = released.await;
+                }
+            }
+        }))
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.link
+            .query::<String>(&redis::cmd("PING"))
+            .await
+            .map(|_| ())
+            .map_err(|failure| failure.into_error("health check"))
+    }
+
+    /// `INFO <section>` as text.
+    pub(crate) async fn info(&self, section: &str) -> Result<String, StoreError> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg(section);
+        self.link
+            .query::<String>(&cmd)
+            .await
+            .map_err(|failure| failure.into_error("info"))
+    }
+
+    pub(crate) fn close(&self) {
+        self.watcher.close();
+        self.link.reset();
+    }
+}
+
+/// Escape the glob characters of `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// A field of `INFO` output (`name:value` lines).
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("lock||a*b?[c]\\"), "lock||a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn info_fields() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n";
+        assert_eq!(info_field(info, "connected_slaves"), Some("2"));
+        assert_eq!(info_field(info, "role"), Some("master"));
+        assert_eq!(info_field(info, "connected"), None);
+    }
+}

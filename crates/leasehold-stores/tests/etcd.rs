@@ -1,0 +1,259 @@
+//! `lock.etcd` against real etcd servers: the conformance suite, a backend
+//! that goes away and comes back, and a three-member cluster that loses its
+//! leader mid-run.
+
+#![cfg(feature = "etcd")]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leasehold_core::metadata::Metadata;
+use leasehold_core::{Acquire, LockStore, Release, StoreErrorKind};
+use leasehold_stores::etcd::{Config, EtcdStore};
+use leasehold_testkit::etcd::{EtcdCluster, EtcdMember};
+use tokio::time::{Instant, sleep};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn config(endpoints: &str, request_timeout: &str) -> Config {
+    Config::from_metadata(&Metadata::from_pairs([
+        ("endpoints", endpoints),
+        ("etcdKeyPrefix", "leasehold-test/"),
+        ("dialTimeout", "2s"),
+        ("requestTimeout", request_timeout),
+    ]))
+    .expect("valid metadata")
+}
+
+async fn connect(endpoints: &str, request_timeout: &str) -> Arc<EtcdStore> {
+    Arc::new(
+        EtcdStore::connect(config(endpoints, request_timeout))
+            .await
+            .expect("connect to etcd"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let Some(cluster) = EtcdCluster::single() else {
+        return;
+    };
+    let store = connect(&cluster.endpoints(), "10s").await;
+    leasehold_core::testsuite::run_all(store, "etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_cluster_that_is_not_there() {
+    let port = leasehold_testkit::free_port();
+    let err = EtcdStore::connect(config(&format!("127.0.0.1:{port}"), "1s"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_fast_while_down_and_recovers_by_itself() {
+    let Some(mut cluster) = EtcdCluster::single() else {
+        return;
+    };
+    let store = connect(&cluster.endpoints(), "2s").await;
+    let held = "lock||recover||held";
+    assert!(matches!(
+        store.try_lock(held, "owner", LONG).await.unwrap(),
+        Acquire::Acquired { .. }
+    ));
+
+    cluster.kill(0);
+    for _ in 0..3 {
+        let err = store
+            .try_lock("lock||recover||other", "owner", LONG)
+            .await
+            .expect_err("etcd is down");
+        assert!(
+            matches!(
+                err.kind(),
+                StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+            ),
+            "{err}"
+        );
+        assert!(store.health().await.is_err());
+    }
+
+    // Back on the same port with the same data: the store reconnects by
+    // itself, and the lease taken before the outage is still there.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(0);
+        cluster
+    })
+    .await
+    .expect("restart task panicked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.health().await {
+            Ok(()) => break,
+            Err(err) => assert!(Instant::now() < deadline, "never recovered: {err}"),
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.try_lock(held, "intruder", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    assert_eq!(
+        store.unlock(held, "owner").await.unwrap(),
+        Release::Released
+    );
+    assert!(matches!(
+        store
+            .try_lock("lock||recover||other", "owner", LONG)
+            .await
+            .unwrap(),
+        Acquire::Acquired { .. }
+    ));
+    drop(cluster);
+}
+
+/// The member that leads the cluster now, by asking each member.
+async fn leader_index(members: &[EtcdMember]) -> Option<usize> {
+    for (index, member) in members.iter().enumerate() {
+        let Ok(Ok(mut client)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            etcd_client::Client::connect([member.endpoint()], None),
+        )
+        .await
+        else {
+            continue;
+        };
+        let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), client.status()).await
+        else {
+            continue;
+        };
+        if status
+            .header()
+            .is_some_and(|h| h.member_id() == status.leader())
+        {
+            return Some(index);
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+struct Record {
+    /// Grants seen, in the order they were held: (worker, fence).
+    grants: Mutex<Vec<(usize, u64)>>,
+    holders: AtomicUsize,
+    overlaps: AtomicUsize,
+    successes: AtomicUsize,
+    errors: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// Workers contend for one key until told to stop (and for a bounded number
+/// of rounds); the record shows whether two ever held it at once.
+async fn contend(store: Arc<EtcdStore>, record: Arc<Record>, worker: usize) {
+    let key = "lock||failover||shared";
+    let owner = format!("worker-{worker}");
+    for _ in 0..5_000 {
+        if record.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match store.try_lock(key, &owner, Duration::from_secs(10)).await {
+            Ok(Acquire::Acquired { fence }) => {
+                if record.holders.fetch_add(1, Ordering::SeqCst) != 0 {
+                    record.overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                record.grants.lock().unwrap().push((worker, fence));
+                tokio::task::yield_now().await;
+                record.holders.fetch_sub(1, Ordering::SeqCst);
+                record.successes.fetch_add(1, Ordering::SeqCst);
+                // An unlock whose reply is lost leaves the lock to its lease;
+                // the others then wait, which is safe.
+                if store.unlock(key, &owner).await.is_err() {
+                    record.errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(Acquire::HeldByOther) => sleep(Duration::from_millis(5)).await,
+            Err(_) => {
+                record.errors.fetch_add(1, Ordering::SeqCst);
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn wait_for_successes(record: &Record, at_least: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while record.successes.load(Ordering::SeqCst) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {} grants, {} errors",
+            record.successes.load(Ordering::SeqCst),
+            record.errors.load(Ordering::SeqCst)
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_survive_the_loss_of_the_leader() {
+    let Some(mut cluster) = EtcdCluster::start(3) else {
+        return;
+    };
+    let store = connect(&cluster.endpoints(), "10s").await;
+    let held = "lock||failover||held";
+    let held_fence = match store.try_lock(held, "owner", LONG).await.unwrap() {
+        Acquire::Acquired { fence } => fence,
+        other => panic!("{other:?}"),
+    };
+
+    let record = Arc::new(Record::default());
+    let workers: Vec<_> = (0..3)
+        .map(|worker| tokio::spawn(contend(store.clone(), record.clone(), worker)))
+        .collect();
+    wait_for_successes(&record, 20, "grants before the failover").await;
+
+    let leader = leader_index(cluster.members())
+        .await
+        .expect("the cluster has a leader");
+    cluster.kill(leader);
+    let at_kill = record.successes.load(Ordering::SeqCst);
+    wait_for_successes(&record, at_kill + 30, "grants after the leader was killed").await;
+
+    record.stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("worker panicked");
+    }
+    assert_eq!(
+        record.overlaps.load(Ordering::SeqCst),
+        0,
+        "two workers held the lock at once"
+    );
+    let grants = record.grants.lock().unwrap().clone();
+    for pair in grants.windows(2) {
+        assert!(pair[1].1 > pair[0].1, "fences went backwards: {pair:?}");
+    }
+
+    // The lock taken before the failover survived it, with its fence.
+    let info = store.status(held).await.unwrap().expect("still held");
+    assert_eq!((info.owner.as_str(), info.fence), ("owner", held_fence));
+    assert_eq!(
+        store.try_lock(held, "intruder", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+
+    // The old leader comes back as a follower; everything still works.
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(leader);
+        cluster
+    })
+    .await
+    .expect("restart task panicked");
+    assert_eq!(
+        store.unlock(held, "owner").await.unwrap(),
+        Release::Released
+    );
+    store.health().await.unwrap();
+    drop(cluster);
+}
