@@ -525,14 +525,8 @@ mod tests {
             guard_file: Some(dir.path().join("s.guard")),
         };
         let first = MemoryStore::open(config.clone()).unwrap();
-        let fence = match first
-            .try_lock("k", "a", Duration::from_secs(30))
-            .await
-            .unwrap()
-        {
-            Acquire::Acquired { fence } => fence,
-            other => panic!("{other:?}"),
-        };
+        let granted = first.try_lock("k", "a", Duration::from_secs(30)).await;
+        assert!(matches!(granted, Ok(Acquire::Acquired { .. })));
         // A crash: no close(). The file lock goes with the handle.
         drop(first);
         let second = MemoryStore::open(config.clone()).unwrap();
@@ -544,12 +538,29 @@ mod tests {
             matches!(err, StoreError::Recovering(wait) if wait > Duration::from_secs(25)),
             "{err}"
         );
-        second.close().await;
-        drop(second);
-        // After a clean shutdown with no live lease it starts at once, and
-        // tokens continue above everything issued before.
-        let third = MemoryStore::open(config).unwrap();
-        match third
+    }
+
+    #[tokio::test]
+    async fn clean_shutdown_without_leases_starts_at_once_and_tokens_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            shards: 4,
+            guard_file: Some(dir.path().join("s.guard")),
+        };
+        let first = MemoryStore::open(config.clone()).unwrap();
+        let fence = match first
+            .try_lock("k", "a", Duration::from_secs(30))
+            .await
+            .unwrap()
+        {
+            Acquire::Acquired { fence } => fence,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.unlock("k", "a").await.unwrap(), Release::Released);
+        first.close().await;
+        drop(first);
+        let second = MemoryStore::open(config).unwrap();
+        match second
             .try_lock("k", "b", Duration::from_secs(1))
             .await
             .unwrap()
