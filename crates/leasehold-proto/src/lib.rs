@@ -10,6 +10,11 @@ pub mod dapr {
     include!("gen/dapr.proto.runtime.v1.rs");
 }
 
+/// leasehold's own API: renewal, waits, held-lock streams, admin calls.
+pub mod v1 {
+    include!("gen/leasehold.v1.rs");
+}
+
 /// The few `google.rpc` messages used to carry error details the way daprd
 /// does (`grpc-status-details-bin`).
 pub mod google_rpc {

@@ -281,7 +281,8 @@ impl Link {
     async fn dial(&self, info: ConnectionInfo) -> Result<MultiplexedConnection, StoreError> {
         let client = Client::open(info)
             .map_err(|err| StoreError::Backend(format!("bad redis address: {err}")))?;
-        let dial = client.get_multiplexed_async_connection_with_config(&self.connection_config());
+        let config = self.connection_config();
+        let dial = client.get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(self.dial_timeout, dial).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(err)) => Err(StoreError::Unavailable(format!(
@@ -337,21 +338,28 @@ impl Link {
 
     /// Run a script once: `EVALSHA`, and `EVAL` when the server does not
     /// have it cached (`NOSCRIPT` means it did not run, so this is safe).
-    pub(crate) async fn eval<T: FromRedisValue>(
-        &self,
-        lua: &Lua,
+    ///
+    /// The commands are built before the returned future starts, so it
+    /// borrows nothing from the slices passed in.
+    pub(crate) fn eval<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        lua: &'a Lua,
         keys: &[&str],
         args: &[&str],
-    ) -> Result<T, Failure> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&lua.sha).arg(keys.len()).arg(keys).arg(args);
-        match self.query(&cmd).await {
-            Err(Failure::NotSent(StoreError::Backend(message))) if message.contains("NOSCRIPT") => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(lua.code).arg(keys.len()).arg(keys).arg(args);
-                self.query(&cmd).await
+    ) -> impl Future<Output = Result<T, Failure>> + Send + use<'a, T> {
+        let mut by_sha = redis::cmd("EVALSHA");
+        by_sha.arg(&lua.sha).arg(keys.len()).arg(keys).arg(args);
+        let mut by_code = redis::cmd("EVAL");
+        by_code.arg(lua.code).arg(keys.len()).arg(keys).arg(args);
+        async move {
+            match self.query(&by_sha).await {
+                Err(Failure::NotSent(StoreError::Backend(message)))
+                    if message.starts_with("NOSCRIPT") =>
+                {
+                    self.query(&by_code).await
+                }
+                other => other,
             }
-            other => other,
         }
     }
 

@@ -66,11 +66,14 @@ impl Node {
     /// Run `attempt` until it succeeds or fails in a way a retry cannot
     /// help. The flag tells the attempt whether an earlier send may have
     /// reached Redis. Returns the result and that flag.
-    async fn retrying<T>(
+    async fn retrying<T, F>(
         &self,
         retries: u32,
-        mut attempt: impl AsyncFnMut(bool) -> Result<T, Failure>,
-    ) -> (Result<T, Failure>, bool) {
+        mut attempt: impl FnMut(bool) -> F,
+    ) -> (Result<T, Failure>, bool)
+    where
+        F: Future<Output = Result<T, Failure>>,
+    {
         let mut pause = self.min_pause;
         let mut maybe_sent = false;
         let mut tries = 0;
@@ -119,14 +122,13 @@ impl Node {
         let fence = fence_key(key);
         let ttl_ms = ttl.as_millis().max(1).to_string();
         let (result, maybe_sent) = self
-            .retrying(self.max_retries, async |_| {
+            .retrying(self.max_retries, |_| {
                 self.link
                     .eval::<(i64, i64)>(
                         &self.scripts.acquire,
                         &[key, &fence],
                         &[owner, &ttl_ms, nonce],
                     )
-                    .await
             })
             .await;
         match result {
@@ -149,7 +151,7 @@ impl Node {
     ) -> Result<Release, StoreError> {
         let fence = fence_key(key);
         let (result, maybe_sent) = self
-            .retrying(self.max_retries, async |retry| {
+            .retrying(self.max_retries, |retry| {
                 let flag = if retry { "1" } else { "0" };
                 self.link
                     .eval::<i64>(
@@ -157,7 +159,6 @@ impl Node {
                         &[key, &fence],
                         &[owner, nonce, flag, &self.channel],
                     )
-                    .await
             })
             .await;
         let outcome = match result {
@@ -192,10 +193,9 @@ impl Node {
         let ttl_ms = ttl.as_millis().max(1).to_string();
         // Renewing twice is the same as renewing once: safe to resend.
         let (result, maybe_sent) = self
-            .retrying(self.max_retries, async |_| {
+            .retrying(self.max_retries, |_| {
                 self.link
                     .eval::<(i64, i64)>(&self.scripts.renew, &[key, &fence], &[owner, &ttl_ms])
-                    .await
             })
             .await;
         match result {
@@ -212,10 +212,9 @@ impl Node {
     pub(crate) async fn status(&self, key: &str) -> Result<Option<Seen>, StoreError> {
         let fence = fence_key(key);
         let (result, maybe_sent) = self
-            .retrying(self.max_retries, async |_| {
+            .retrying(self.max_retries, |_| {
                 self.link
                     .eval::<Vec<Value>>(&self.scripts.status, &[key, &fence], &[])
-                    .await
             })
             .await;
         let reply = result.map_err(|failure| Self::error("status", failure, maybe_sent))?;
@@ -240,10 +239,9 @@ impl Node {
         // Not resent: a second send after a lost reply would find the key
         // free and report "not found" for a lease the first send evicted.
         let (result, maybe_sent) = self
-            .retrying(0, async |_| {
+            .retrying(0, |_| {
                 self.link
                     .eval::<Vec<Value>>(&self.scripts.force, &[key, &fence], &[&self.channel])
-                    .await
             })
             .await;
         let reply = result.map_err(|failure| Self::error("force-unlock", failure, maybe_sent))?;
@@ -268,10 +266,9 @@ impl Node {
         let fence = fence_key(key);
         let token = token.to_string();
         let (result, maybe_sent) = self
-            .retrying(self.max_retries, async |_| {
+            .retrying(self.max_retries, |_| {
                 self.link
                     .eval::<i64>(&self.scripts.raise, &[key, &fence], &[&token, nonce])
-                    .await
             })
             .await;
         result

@@ -19,15 +19,13 @@
 /// A script and its SHA-1, for `EVALSHA`.
 #[derive(Debug)]
 pub(crate) struct Lua {
-    pub(crate) name: &'static str,
     pub(crate) code: &'static str,
     pub(crate) sha: String,
 }
 
 impl Lua {
-    fn new(name: &'static str, code: &'static str) -> Self {
+    fn new(code: &'static str) -> Self {
         Lua {
-            name,
             code,
             sha: redis::Script::new(code).get_hash().to_owned(),
         }
@@ -48,12 +46,12 @@ pub(crate) struct Scripts {
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            acquire: Lua::new("acquire", ACQUIRE),
-            release: Lua::new("release", RELEASE),
-            renew: Lua::new("renew", RENEW),
-            status: Lua::new("status", STATUS),
-            force: Lua::new("force-unlock", FORCE),
-            raise: Lua::new("raise-fence", RAISE),
+            acquire: Lua::new(ACQUIRE),
+            release: Lua::new(RELEASE),
+            renew: Lua::new(RENEW),
+            status: Lua::new(STATUS),
+            force: Lua::new(FORCE),
+            raise: Lua::new(RAISE),
         }
     }
 }
