@@ -67,6 +67,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "24h", value_parser = duration)]
     max_lease: Duration,
 
+    /// Longest total time one grant may be held through renewals
+    /// (leasehold.v1 Renew and Hold), so a holder that is alive but stuck
+    /// cannot keep a lock forever.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    max_hold: Duration,
+
+    /// Longest wait a client may ask for (leasehold.v1 Acquire and Hold).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    max_wait: Duration,
+
     /// Largest HTTP request body, in bytes (suffixes Ki, Mi accepted).
     #[arg(long, alias = "max-request-size", default_value = "4Mi", value_parser = byte_size)]
     max_body_size: usize,
@@ -222,6 +232,8 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         max_owner_bytes: args.max_owner_bytes,
         max_lease: args.max_lease,
         store_timeout: args.store_timeout,
+        max_hold: args.max_hold,
+        max_wait: args.max_wait,
     };
     // Every problem in every file, found before any connection is opened
     // or any port is bound.

@@ -32,6 +32,13 @@ pub struct TokenCheck {
     app: Arc<AppState>,
 }
 
+impl TokenCheck {
+    /// A check over the shared state's tokens.
+    pub fn new(app: Arc<AppState>) -> Self {
+        TokenCheck { app }
+    }
+}
+
 impl Interceptor for TokenCheck {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if self.app.auth.api.is_some() {

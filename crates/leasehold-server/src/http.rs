@@ -59,11 +59,26 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         (&Method::GET, (Some("v1.0"), Some("healthz"), None)) => healthz(&app, parts.uri.query()),
         (&Method::GET, (Some("v1.0"), Some("healthz"), Some("outbound"))) => no_content(),
         (&Method::GET, (Some("v1.0"), Some("metadata"), None)) => metadata(&app),
+        (_, (Some("v1"), _, _)) => {
+            match crate::http_v1::dispatch(
+                &app,
+                method,
+                &path,
+                parts.uri.query(),
+                &parts.headers,
+                body,
+            )
+            .await
+            {
+                Some(response) => response,
+                None => route_not_found(method, &path),
+            }
+        }
         _ => route_not_found(method, &path),
     }
 }
 
-async fn read_body(app: &AppState, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(app: &AppState, body: Body) -> Result<Bytes, ApiError> {
     match Limited::new(body, app.max_body_bytes).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) => {
@@ -167,7 +182,7 @@ fn route_not_found(method: &Method, path: &str) -> Response {
     // daprd sends unknown routes to service invocation, which answers 404;
     // the status is kept, with a message that says what went wrong.
     let message = format!(
-        "no route for {method} {path}; the lock API is POST /v1.0-alpha1/lock/{{storeName}} and POST /v1.0-alpha1/unlock/{{storeName}}"
+        "no route for {method} {path}; the lock API is POST /v1.0-alpha1/lock/{{storeName}} and POST /v1.0-alpha1/unlock/{{storeName}}, and leasehold.v1 is described at GET /v1/openapi.yaml"
     );
     error(&ApiError::new(ErrorKind::RouteNotFound, message))
 }

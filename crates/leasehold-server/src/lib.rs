@@ -19,11 +19,15 @@ use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 pub mod error;
+pub mod extended;
 pub mod grpc;
+pub mod grpc_v1;
 pub mod http;
+pub mod http_v1;
 pub mod json;
 pub mod scope;
 pub mod service;
+mod waiters;
 
 use auth::Auth;
 use service::LockService;
@@ -63,6 +67,31 @@ impl AppState {
             auth,
             max_body_bytes,
         })
+    }
+
+    /// Check the admin token of a request. Admin operations are refused
+    /// outright when no admin token is configured.
+    pub fn check_admin(&self, presented: Option<&[u8]>) -> Result<(), error::ApiError> {
+        let Some(expected) = &self.auth.admin else {
+            return Err(error::ApiError::new(
+                error::ErrorKind::Forbidden,
+                "admin operations are disabled: start the sidecar with LEASEHOLD_ADMIN_TOKEN set",
+            ));
+        };
+        match presented {
+            Some(value) if expected.matches(value) => Ok(()),
+            Some(_) => Err(error::ApiError::new(
+                error::ErrorKind::Forbidden,
+                "the admin token does not match",
+            )),
+            None => Err(error::ApiError::new(
+                error::ErrorKind::Forbidden,
+                format!(
+                    "admin operations need the admin token in the {} header",
+                    auth::ADMIN_TOKEN_HEADER
+                ),
+            )),
+        }
     }
 
     /// The stores, sorted by name.
@@ -188,6 +217,7 @@ pub async fn serve(
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
         .add_service(grpc::dapr_service(app.clone()))
+        .add_service(grpc_v1::locks_service(app.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let grpc = tokio::spawn(async move {
         grpc.await

@@ -15,7 +15,9 @@ use leasehold_core::{Acquire, Capabilities, LockStore, Release, StoreError};
 use leasehold_stores::StoreContext;
 
 use crate::error::{ApiError, ErrorKind};
+use crate::extended::{HoldClock, HoldRegistry};
 use crate::scope::KeyScope;
+use crate::waiters::WaitQueues;
 
 /// Bounds on what a request may ask for. Each refusal names the field and
 /// the limit.
@@ -30,6 +32,11 @@ pub struct Limits {
     pub max_lease: Duration,
     /// How long a store call may take before the request fails.
     pub store_timeout: Duration,
+    /// Longest total time one grant may be held through renewals; a
+    /// component may set a lower one with `maxHoldSeconds`.
+    pub max_hold: Duration,
+    /// Longest wait a client may ask for.
+    pub max_wait: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +46,8 @@ impl Default for Limits {
             max_owner_bytes: 256,
             max_lease: Duration::from_secs(24 * 3600),
             store_timeout: Duration::from_secs(10),
+            max_hold: Duration::from_secs(24 * 3600),
+            max_wait: Duration::from_secs(3600),
         }
     }
 }
@@ -48,6 +57,8 @@ impl Default for Limits {
 pub struct StoreHandle {
     /// `metadata.name`.
     pub name: String,
+    /// The same, shared with the wait queues and hold records.
+    pub name_arc: Arc<str>,
     /// `spec.type`, lower-cased.
     pub type_name: String,
     /// `spec.version` (shown as `v1` when empty).
@@ -58,6 +69,8 @@ pub struct StoreHandle {
     pub scope: KeyScope,
     /// The longest lease this store grants.
     pub max_lease: Duration,
+    /// The longest total hold through renewals.
+    pub max_hold: Duration,
     /// What the store declared it can do.
     pub capabilities: Capabilities,
 }
@@ -68,6 +81,9 @@ pub struct LockService {
     app_id: String,
     stores: HashMap<String, Arc<StoreHandle>>,
     limits: Limits,
+    pub(crate) waiters: Arc<WaitQueues>,
+    pub(crate) holds: HoldRegistry,
+    pub(crate) hold_clock: HoldClock,
 }
 
 /// A component that passed validation, ready to open.
@@ -76,6 +92,7 @@ pub struct ValidatedStore {
     component: Component,
     scope: KeyScope,
     max_lease: Duration,
+    max_hold: Duration,
     config: leasehold_stores::StoreConfig,
 }
 
@@ -99,6 +116,9 @@ impl LockService {
                 .map(|handle| (handle.name.clone(), Arc::new(handle)))
                 .collect(),
             limits,
+            waiters: Arc::default(),
+            holds: HoldRegistry::default(),
+            hold_clock: HoldClock::default(),
         }
     }
 
@@ -140,18 +160,23 @@ impl LockService {
                 )
             };
             let scope = KeyScope::new(component.metadata.get("keyPrefix"), &component.name, app_id);
-            let max_lease = service_max_lease(component, limits);
+            let max_lease = lower_limit(component, "maxLeaseSeconds", limits.max_lease);
+            let max_hold = lower_limit(component, "maxHoldSeconds", limits.max_hold);
             let config = leasehold_stores::validate(component, cx);
-            match (scope, max_lease, config) {
-                (Ok(scope), Ok(max_lease), Ok(config)) => validated.push(ValidatedStore {
-                    component: component.clone(),
-                    scope,
-                    max_lease,
-                    config,
-                }),
-                (scope, max_lease, config) => {
+            match (scope, max_lease, max_hold, config) {
+                (Ok(scope), Ok(max_lease), Ok(max_hold), Ok(config)) => {
+                    validated.push(ValidatedStore {
+                        component: component.clone(),
+                        scope,
+                        max_lease,
+                        max_hold,
+                        config,
+                    })
+                }
+                (scope, max_lease, max_hold, config) => {
                     problems.extend(scope.err().map(|e| context(&e)));
                     problems.extend(max_lease.err().map(|e| context(&e)));
+                    problems.extend(max_hold.err().map(|e| context(&e)));
                     problems.extend(config.err().into_iter().flatten().map(|e| context(&e)));
                 }
             }
@@ -175,6 +200,7 @@ impl LockService {
             component,
             scope,
             max_lease,
+            max_hold,
             config,
         } in validated
         {
@@ -187,6 +213,7 @@ impl LockService {
                     let capabilities = store.capabilities();
                     handles.push(StoreHandle {
                         name: component.name.clone(),
+                        name_arc: Arc::from(component.name.as_str()),
                         type_name: component.type_name.clone(),
                         version: if component.version.is_empty() {
                             "v1".to_owned()
@@ -196,6 +223,7 @@ impl LockService {
                         store,
                         scope,
                         max_lease,
+                        max_hold,
                         capabilities,
                     });
                     continue;
@@ -235,6 +263,16 @@ impl LockService {
     /// The configured stores, by name.
     pub fn stores(&self) -> impl Iterator<Item = &Arc<StoreHandle>> {
         self.stores.values()
+    }
+
+    /// Requests waiting for a lock, over every key.
+    pub fn waiting(&self) -> usize {
+        self.waiters.total()
+    }
+
+    /// Open Hold streams.
+    pub fn holding(&self) -> usize {
+        self.holds.total()
     }
 
     /// The limits in force.
@@ -372,20 +410,16 @@ fn malformed(message: String) -> ApiError {
     ApiError::new(ErrorKind::MalformedRequest, message)
 }
 
-/// A component may lower (never raise) the sidecar's maximum lease with
-/// `maxLeaseSeconds`.
-fn service_max_lease(component: &Component, limits: &Limits) -> Result<Duration, String> {
-    let Some(raw) = component
-        .metadata
-        .get("maxLeaseSeconds")
-        .filter(|v| !v.is_empty())
-    else {
-        return Ok(limits.max_lease);
+/// A component may lower (never raise) one of the sidecar's limits with a
+/// metadata field in whole seconds (`maxLeaseSeconds`, `maxHoldSeconds`).
+fn lower_limit(component: &Component, field: &str, limit: Duration) -> Result<Duration, String> {
+    let Some(raw) = component.metadata.get(field).filter(|v| !v.is_empty()) else {
+        return Ok(limit);
     };
     match raw.parse::<u64>() {
         Ok(0) | Err(_) => Err(format!(
-            "metadata `maxLeaseSeconds`: {raw:?} is not a positive whole number of seconds"
+            "metadata `{field}`: {raw:?} is not a positive whole number of seconds"
         )),
-        Ok(seconds) => Ok(Duration::from_secs(seconds).min(limits.max_lease)),
+        Ok(seconds) => Ok(Duration::from_secs(seconds).min(limit)),
     }
 }

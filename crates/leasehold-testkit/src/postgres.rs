@@ -149,10 +149,11 @@ impl Postgres {
         let isready = self.bin_dir.join("pg_isready");
         let port = self.port.to_string();
         wait_until(START_TIMEOUT, "postgres to accept connections", || {
-            Command::new(&isready)
-                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-                .status()
-                .is_ok_and(|status| status.success())
+            let out = Command::new(&isready)
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .output();
+            eprintln!("{out:?}");
+            out.is_ok_and(|out| out.status.success())
         });
     }
 

@@ -7,7 +7,7 @@
 //! (`redis-server <conf> --sentinel`). A small blocking RESP client lets a
 //! test talk to any of them without an async runtime.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,7 +87,10 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
     reader.read_line(&mut line).map_err(|err| err.to_string())?;
     let line = line.trim_end_matches(['\r', '\n']);
     let (kind, rest) = line.split_at_checked(1).ok_or("empty reply")?;
-    let number = || rest.parse::<i64>().map_err(|err| format!("{line:?}: {err}"));
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|err| format!("{line:?}: {err}"))
+    };
     match kind {
         "+" => Ok(Reply::Status(rest.to_owned())),
         "-" => Ok(Reply::Error(rest.to_owned())),
@@ -98,9 +101,13 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
                 return Ok(Reply::Bulk(None));
             }
             let mut data = vec![0; len as usize + 2];
-            reader.read_exact(&mut data).map_err(|err| err.to_string())?;
+            reader
+                .read_exact(&mut data)
+                .map_err(|err| err.to_string())?;
             data.truncate(len as usize);
-            Ok(Reply::Bulk(Some(String::from_utf8_lossy(&data).into_owned())))
+            Ok(Reply::Bulk(Some(
+                String::from_utf8_lossy(&data).into_owned(),
+            )))
         }
         "*" => {
             let len = number()?;
@@ -184,9 +191,14 @@ impl RedisServer {
             pong(self.port)
         });
         if self.options.replica_of.is_some() {
-            wait_until(START_PATIENCE, "the replica to sync with its master", || {
-                info_field(self.port, "replication", "master_link_status").as_deref() == Some("up")
-            });
+            wait_until(
+                START_PATIENCE,
+                "the replica to sync with its master",
+                || {
+                    info_field(self.port, "replication", "master_link_status").as_deref()
+                        == Some("up")
+                },
+            );
         }
     }
 
@@ -267,7 +279,14 @@ fn spawn_server(
         .arg("--logfile")
         .arg("");
     if options.persistence {
-        cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""]);
+        cmd.args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ]);
     } else {
         cmd.args(["--save", "", "--appendonly", "no"]);
     }

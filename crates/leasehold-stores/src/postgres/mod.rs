@@ -400,7 +400,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Pool {
     /// Open a connection and drive it in a task of its own.
-    async fn open_client(&self) -> Result<(Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>), StoreError> {
+    async fn open_client(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        StoreError,
+    > {
         match timeout(self.connect_timeout, self.config.connect(NoTls)).await {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(err)) => Err(map_error("connect", &err, self.timeout)),

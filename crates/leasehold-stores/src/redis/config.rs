@@ -37,6 +37,10 @@ const DEFAULT_REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// clocks that run at different rates.
 const DEFAULT_CLOCK_DRIFT_FACTOR: f64 = 0.01;
 
+/// How long one master of a quorum may take: short next to a lease, so
+/// that a slow or frozen master costs little of it (Redlock's advice).
+const DEFAULT_QUORUM_NODE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// A Redis server address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addr {
@@ -84,6 +88,9 @@ pub enum Mode {
         /// `clockDriftFactor`: the share of the lease assumed lost to clock
         /// drift between the masters.
         clock_drift_factor: f64,
+        /// `quorumNodeTimeout`: how long one master may take to answer
+        /// before the quorum goes on without it.
+        node_timeout: Duration,
     },
 }
 
@@ -362,9 +369,12 @@ fn read_quorum(
             }
         },
     };
+    let node_timeout =
+        positive(dapr_duration(r, "quorumNodeTimeout")).unwrap_or(DEFAULT_QUORUM_NODE_TIMEOUT);
     Some(Mode::Quorum {
         masters,
         clock_drift_factor,
+        node_timeout,
     })
 }
 

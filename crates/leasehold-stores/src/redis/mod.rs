@@ -85,14 +85,21 @@ impl RedisStore {
             .map(|target| Node::new(Link::new(target, &config), scripts.clone(), &config))
             .collect();
         let failover = matches!(config.mode, Mode::Sentinel { .. });
+        // A quorum starts with a minority of its masters down, as it runs.
+        let may_fail = nodes.len() - config.majority();
+        let mut unreachable = Vec::new();
         let mut durable = true;
         for node in &nodes {
-            node.ping().await.map_err(|err| {
-                ConnectError(format!(
+            if let Err(err) = node.ping().await {
+                unreachable.push(format!(
                     "error connecting to Redis ({}): {err}",
                     node.link().describe()
-                ))
-            })?;
+                ));
+                if unreachable.len() > may_fail {
+                    return Err(ConnectError(unreachable.join("; ")));
+                }
+                continue;
+            }
             // As in daprd, a failing INFO (a proxy, a restricted user) skips
             // the check.
             if let Ok(replication) = node.info("replication").await {
@@ -115,6 +122,10 @@ impl RedisStore {
             };
             durable &= aof;
         }
+        for problem in &unreachable {
+            tracing::warn!("{problem}; starting with the other masters of the quorum");
+        }
+        durable &= unreachable.is_empty();
         let capabilities = Capabilities {
             fencing: true,
             renew: true,
@@ -127,8 +138,15 @@ impl RedisStore {
         };
         let backend = match &config.mode {
             Mode::Quorum {
-                clock_drift_factor, ..
-            } => Backend::Quorum(Quorum::new(nodes, config.majority(), *clock_drift_factor)),
+                clock_drift_factor,
+                node_timeout,
+                ..
+            } => Backend::Quorum(Quorum::new(
+                nodes,
+                config.majority(),
+                *clock_drift_factor,
+                *node_timeout,
+            )),
             _ => Backend::Single {
                 node: nodes
                     .into_iter()

@@ -123,12 +123,11 @@ impl Node {
         let ttl_ms = ttl.as_millis().max(1).to_string();
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
-                self.link
-                    .eval::<(i64, i64)>(
-                        &self.scripts.acquire,
-                        &[key, &fence],
-                        &[owner, &ttl_ms, nonce],
-                    )
+                self.link.eval::<(i64, i64)>(
+                    &self.scripts.acquire,
+                    &[key, &fence],
+                    &[owner, &ttl_ms, nonce],
+                )
             })
             .await;
         match result {
@@ -153,12 +152,11 @@ impl Node {
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |retry| {
                 let flag = if retry { "1" } else { "0" };
-                self.link
-                    .eval::<i64>(
-                        &self.scripts.release,
-                        &[key, &fence],
-                        &[owner, nonce, flag, &self.channel],
-                    )
+                self.link.eval::<i64>(
+                    &self.scripts.release,
+                    &[key, &fence],
+                    &[owner, nonce, flag, &self.channel],
+                )
             })
             .await;
         let outcome = match result {

@@ -26,15 +26,33 @@ pub(crate) struct Quorum {
     nodes: Vec<Node>,
     majority: usize,
     drift_factor: f64,
+    node_timeout: Duration,
+}
+
+/// One master's answer, or a timeout after `limit`: the quorum never waits
+/// on a frozen master longer than that.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(limit)))
 }
 
 impl Quorum {
-    pub(crate) fn new(nodes: Vec<Node>, majority: usize, drift_factor: f64) -> Self {
+    pub(crate) fn new(
+        nodes: Vec<Node>,
+        majority: usize,
+        drift_factor: f64,
+        node_timeout: Duration,
+    ) -> Self {
         debug_assert!(majority > nodes.len() / 2 && majority <= nodes.len());
         Quorum {
             nodes,
             majority,
             drift_factor,
+            node_timeout,
         }
     }
 
@@ -64,10 +82,13 @@ impl Quorum {
         nonces: &Nonces,
     ) -> Result<Acquire, StoreError> {
         let started = Instant::now();
+        // A master that answers after a quarter of the lease leaves too
+        // little of it to be worth waiting for.
+        let limit = self.node_timeout.min(ttl / 4);
         let outcomes = join_all(
             self.nodes
                 .iter()
-                .map(|node| node.acquire(key, owner, ttl, nonce)),
+                .map(|node| bounded(limit, node.acquire(key, owner, ttl, nonce))),
         )
         .await;
         let mut tokens = Vec::new();
@@ -93,8 +114,12 @@ impl Quorum {
             // counter to it, so that the next majority, which shares at
             // least one master with this one, starts above it.
             let token: Fence = tokens.iter().copied().max().unwrap_or(0);
-            let raised =
-                join_all(self.nodes.iter().map(|node| node.raise(key, token, nonce))).await;
+            let raised = join_all(
+                self.nodes
+                    .iter()
+                    .map(|node| bounded(limit, node.raise(key, token, nonce))),
+            )
+            .await;
             let lifted = raised.iter().filter(|r| r.is_ok()).count();
             if lifted >= self.majority && valid(started) {
                 return Ok(Acquire::Acquired { fence: token });
@@ -134,7 +159,7 @@ impl Quorum {
             .filter(|(_, outcome)| !matches!(outcome, Ok(Acquire::HeldByOther)))
             .map(|(node, _)| {
                 let nonce = nonces.next();
-                async move { node.release(key, owner, &nonce).await }
+                async move { bounded(self.node_timeout, node.release(key, owner, &nonce)).await }
             });
         let _ = join_all(undo).await;
     }
@@ -182,7 +207,12 @@ impl Quorum {
         ttl: Duration,
     ) -> Result<Renewal, StoreError> {
         let started = Instant::now();
-        let outcomes = join_all(self.nodes.iter().map(|node| node.renew(key, owner, ttl))).await;
+        let outcomes = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout, node.renew(key, owner, ttl))),
+        )
+        .await;
         let mut fences = Vec::new();
         let (mut missing, mut other) = (0, 0);
         let mut errors = Vec::new();
@@ -212,7 +242,12 @@ impl Quorum {
 
     /// The lease a majority agrees on (same owner, same grant).
     pub(crate) async fn status(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
-        let outcomes = join_all(self.nodes.iter().map(|node| node.status(key))).await;
+        let outcomes = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout, node.status(key))),
+        )
+        .await;
         let mut answered = 0;
         let mut errors = Vec::new();
         let mut groups: HashMap<(String, String), Vec<Seen>> = HashMap::new();
@@ -256,7 +291,12 @@ impl Quorum {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<LockInfo>, StoreError> {
-        let scans = join_all(self.nodes.iter().map(|node| node.scan(prefix))).await;
+        let scans = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout * 10, node.scan(prefix))),
+        )
+        .await;
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut answered = 0;
         let mut errors = Vec::new();
@@ -296,7 +336,12 @@ impl Quorum {
     }
 
     pub(crate) async fn force(&self, key: &str) -> Result<ForceRelease, StoreError> {
-        let outcomes = join_all(self.nodes.iter().map(|node| node.force(key))).await;
+        let outcomes = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout, node.force(key))),
+        )
+        .await;
         let mut evicted: Option<(String, Fence)> = None;
         let mut answered = 0;
         let mut errors = Vec::new();
@@ -324,7 +369,12 @@ impl Quorum {
     /// Watch on every master that answers (a majority at least); wake on the
     /// first event from any of them.
     pub(crate) async fn watch(&self, key: &str) -> Result<ReleaseWait, StoreError> {
-        let watches = join_all(self.nodes.iter().map(|node| node.watch(key))).await;
+        let watches = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout, node.watch(key))),
+        )
+        .await;
         let mut waits = Vec::new();
         let mut errors = Vec::new();
         for watch in watches {
@@ -342,7 +392,12 @@ impl Quorum {
     }
 
     pub(crate) async fn health(&self) -> Result<(), StoreError> {
-        let pings = join_all(self.nodes.iter().map(Node::ping)).await;
+        let pings = join_all(
+            self.nodes
+                .iter()
+                .map(|node| bounded(self.node_timeout, node.ping())),
+        )
+        .await;
         let mut errors = Vec::new();
         let mut answered = 0;
         for ping in pings {

@@ -1,0 +1,166 @@
+//! `lock.postgresql` against a real PostgreSQL 15: the conformance suite,
+//! several sidecars on one table, and a database that goes away and comes
+//! back.
+
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::metadata::Metadata;
+use leasehold_core::{Acquire, LockStore, Release, StoreErrorKind};
+use leasehold_stores::postgres::{Config, PostgresStore};
+use leasehold_testkit::postgres::Postgres;
+use tokio::time::{Instant, sleep, timeout};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn config(connection: &str, table: &str, request_timeout: &str) -> Config {
+    Config::from_metadata(&Metadata::from_pairs([
+        ("connectionString", connection),
+        ("tableName", table),
+        ("timeout", request_timeout),
+        ("connectTimeout", "2s"),
+        ("maxConns", "3"),
+    ]))
+    .expect("valid metadata")
+}
+
+async fn connect(connection: &str, table: &str) -> Arc<PostgresStore> {
+    Arc::new(
+        PostgresStore::connect(config(connection, table, "5s"))
+            .await
+            .expect("connect to postgres"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let store = connect(&server.connection_string(), "leasehold_locks").await;
+    leasehold_core::testsuite::run_all(store, "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_share_one_table_and_hear_each_others_releases() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    // Both create the table at once; the URL form works as well.
+    let (key_value, url) = (server.connection_string(), server.connection_url());
+    let (a, b) = tokio::join!(
+        connect(&key_value, "shared_locks"),
+        connect(&url, "shared_locks"),
+    );
+    let key = "lock||app||shared";
+    let fence = match a.try_lock(key, "owner-a", LONG).await.unwrap() {
+        Acquire::Acquired { fence } => fence,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        b.try_lock(key, "owner-b", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    let watch = b.watch_release(key).await.unwrap();
+    assert_eq!(a.unlock(key, "owner-a").await.unwrap(), Release::Released);
+    timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("b heard of a's release");
+    match b.try_lock(key, "owner-b", LONG).await.unwrap() {
+        Acquire::Acquired { fence: next } => assert!(next > fence),
+        other => panic!("{other:?}"),
+    }
+
+    // A force-unlock notifies too.
+    let watch = a.watch_release(key).await.unwrap();
+    b.force_unlock(key).await.unwrap();
+    timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("a heard of the force-unlock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_a_database_that_is_not_there() {
+    let port = leasehold_testkit::free_port();
+    let connection = format!("host=127.0.0.1 port={port} user=postgres");
+    let err = PostgresStore::connect(config(&connection, "t", "1s"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_fast_while_down_and_recovers_by_itself() {
+    let Some(mut server) = Postgres::start() else {
+        return;
+    };
+    let store = Arc::new(
+        PostgresStore::connect(config(&server.connection_string(), "recover", "2s"))
+            .await
+            .expect("connect"),
+    );
+    let held = "lock||recover||held";
+    assert!(matches!(
+        store.try_lock(held, "owner", LONG).await.unwrap(),
+        Acquire::Acquired { .. }
+    ));
+    // A watcher is woken when its listening connection goes away.
+    let watch = store.watch_release(held).await.unwrap();
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .expect("kill task panicked");
+    timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("the watcher was woken when the listener broke");
+    for _ in 0..3 {
+        let err = store
+            .try_lock("lock||recover||other", "owner", LONG)
+            .await
+            .expect_err("postgres is down");
+        assert!(
+            matches!(
+                err.kind(),
+                StoreErrorKind::Unavailable | StoreErrorKind::Timeout
+            ),
+            "{err}"
+        );
+        assert!(store.health().await.is_err());
+        assert!(store.watch_release(held).await.is_err());
+    }
+
+    // Back on the same port with the same data: the pool reconnects by
+    // itself and the lease taken before the outage is still there.
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .expect("restart task panicked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.health().await {
+            Ok(()) => break,
+            Err(err) => assert!(Instant::now() < deadline, "never recovered: {err}"),
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.try_lock(held, "intruder", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    let watch = store.watch_release(held).await.unwrap();
+    assert_eq!(
+        store.unlock(held, "owner").await.unwrap(),
+        Release::Released
+    );
+    timeout(Duration::from_secs(10), watch)
+        .await
+        .expect("release heard after the listener reconnected");
+    drop(server);
+}

@@ -1,0 +1,683 @@
+//! `lock.redis` against real `redis-server` processes: the conformance suite
+//! in each mode, interoperability with daprd's exact commands, lost replies,
+//! Redis restarts, a Sentinel failover and a quorum losing masters.
+
+#![cfg(feature = "redis")]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leasehold_core::manifest::Component;
+use leasehold_core::metadata::Metadata;
+use leasehold_core::{Acquire, LockStore, Release, Renewal, StoreError};
+use leasehold_stores::StoreContext;
+use leasehold_stores::redis::{Config, RedisStore};
+use leasehold_testkit::redis::{Masters, RedisOptions, RedisServer, Reply, SentinelSetup};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, sleep, timeout};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The patience of every wait on a condition.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// daprd's unlock script, byte for byte (dapr-lock-spec 6.4).
+const DAPRD_UNLOCK: &str = r#"local v = redis.call("get",KEYS[1]); if v==false then return -1 end; if v~=ARGV[1] then return -2 else return redis.call("del",KEYS[1]) end"#;
+
+fn component(pairs: &[(&str, &str)]) -> Component {
+    Component {
+        name: "lockstore".to_owned(),
+        type_name: "lock.redis".to_owned(),
+        version: "v1".to_owned(),
+        init_timeout: None,
+        ignore_errors: false,
+        metadata: Metadata::from_pairs(pairs.iter().copied()),
+        source: PathBuf::from("redis.yaml"),
+    }
+}
+
+fn config(pairs: &[(&str, &str)]) -> Config {
+    let cx = StoreContext {
+        app_id: "app".to_owned(),
+        data_dir: std::env::temp_dir(),
+    };
+    Config::from_component(&component(pairs), &cx).expect("valid metadata")
+}
+
+async fn connect(pairs: &[(&str, &str)]) -> RedisStore {
+    RedisStore::connect(config(pairs))
+        .await
+        .unwrap_or_else(|err| panic!("connect failed: {err}"))
+}
+
+fn fence(outcome: Acquire) -> u64 {
+    match outcome {
+        Acquire::Acquired { fence } => fence,
+        Acquire::HeldByOther => panic!("expected the lock to be acquired"),
+    }
+}
+
+/// Poll `attempt` until it returns `Some`, within `PATIENCE`.
+async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn cmd(server: &RedisServer, args: &[&str]) -> Reply {
+    server
+        .command(args)
+        .unwrap_or_else(|err| panic!("{args:?}: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_standalone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&[("redisHost", &server.addr())]).await;
+    let caps = store.capabilities();
+    assert!(caps.fencing && caps.renew && caps.release_notify && caps.admin);
+    assert!(!caps.durable, "no persistence, so not durable");
+    leasehold_core::testsuite::run_all(Arc::new(store), "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_checks_match_daprd() {
+    let Some(master) = RedisServer::start() else {
+        return;
+    };
+    // Nothing listens there.
+    let port = leasehold_testkit::free_port();
+    let err = RedisStore::connect(config(&[("redisHost", &format!("127.0.0.1:{port}"))]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("error connecting to Redis"), "{err}");
+
+    // Replicas without failover are refused, as daprd refuses them.
+    let _replica = RedisServer::start_with(RedisOptions {
+        replica_of: Some(master.port()),
+        ..RedisOptions::default()
+    })
+    .expect("the binary was found a moment ago");
+    let err = RedisStore::connect(config(&[("redisHost", &master.addr())]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("replication is not supported"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daprd_and_leasehold_respect_each_other() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&[("redisHost", &server.addr())]).await;
+
+    // leasehold holds; daprd's SET NX is refused and its unlock script
+    // reports -2 for another owner, then deletes for the owner.
+    let key = "lock||interop||from-leasehold";
+    fence(store.try_lock(key, "lh-owner", LONG).await.unwrap());
+    assert_eq!(cmd(&server, &["GET", key]).text(), Some("lh-owner"));
+    assert_eq!(
+        cmd(&server, &["SET", key, "dapr-owner", "EX", "60", "NX"]),
+        Reply::Bulk(None)
+    );
+    assert_eq!(
+        cmd(&server, &["EVAL", DAPRD_UNLOCK, "1", key, "dapr-owner"]).int(),
+        Some(-2)
+    );
+    assert_eq!(
+        cmd(&server, &["EVAL", DAPRD_UNLOCK, "1", key, "lh-owner"]).int(),
+        Some(1)
+    );
+    assert_eq!(
+        store.unlock(key, "lh-owner").await.unwrap(),
+        Release::NotFound
+    );
+    assert_eq!(
+        cmd(&server, &["EVAL", DAPRD_UNLOCK, "1", key, "lh-owner"]).int(),
+        Some(-1)
+    );
+
+    // daprd holds; leasehold sees its lock, cannot take or release it for
+    // another owner, and releases it for the owner.
+    let key = "lock||interop||from-daprd";
+    assert_eq!(
+        cmd(&server, &["SET", key, "dapr-owner", "EX", "60", "NX"]).text(),
+        Some("OK")
+    );
+    assert_eq!(
+        store.try_lock(key, "lh-owner", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    assert_eq!(
+        store.try_lock(key, "dapr-owner", LONG).await.unwrap(),
+        Acquire::HeldByOther,
+        "not reentrant, whoever wrote the lock"
+    );
+    assert_eq!(
+        store.unlock(key, "lh-owner").await.unwrap(),
+        Release::HeldByOther
+    );
+    let status = store
+        .status(key)
+        .await
+        .unwrap()
+        .expect("daprd's lock is live");
+    assert_eq!(status.owner, "dapr-owner");
+    assert_eq!(status.fence, 0, "no leasehold grant behind daprd's lock");
+    assert!(matches!(
+        store.renew(key, "dapr-owner", LONG).await.unwrap(),
+        Renewal::Renewed { .. }
+    ));
+    assert_eq!(
+        store.unlock(key, "dapr-owner").await.unwrap(),
+        Release::Released
+    );
+    assert_eq!(cmd(&server, &["EXISTS", key]).int(), Some(0));
+
+    // Fences keep growing across the handover between the two.
+    let first = fence(store.try_lock(key, "lh-owner", LONG).await.unwrap());
+    assert_eq!(
+        cmd(&server, &["EVAL", DAPRD_UNLOCK, "1", key, "lh-owner"]).int(),
+        Some(1)
+    );
+    assert_eq!(
+        cmd(&server, &["SET", key, "dapr-owner", "EX", "1", "NX"]).text(),
+        Some("OK")
+    );
+    let second = eventually("daprd's 1 s lock to expire", || {
+        let store = &store;
+        async move {
+            match store.try_lock(key, "lh-owner", LONG).await.unwrap() {
+                Acquire::Acquired { fence } => Some(fence),
+                Acquire::HeldByOther => None,
+            }
+        }
+    })
+    .await;
+    assert!(second > first, "{first} then {second}");
+    assert_eq!(
+        store.unlock(key, "lh-owner").await.unwrap(),
+        Release::Released
+    );
+}
+
+/// A TCP proxy that can be told to swallow the next reply from Redis and
+/// cut the connection: the command has run, the client never hears so.
+struct ReplyCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl ReplyCutter {
+    async fn start(upstream: u16) -> ReplyCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (armed2, cuts2) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                tokio::spawn(pump(client, server, armed2.clone(), cuts2.clone()));
+            }
+        });
+        ReplyCutter { port, armed, cuts }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upward = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let Ok(n) = server_read.read(&mut buffer).await else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        if armed.swap(false, Ordering::SeqCst) {
+            // Swallow the reply and drop both sides.
+            cuts.fetch_add(1, Ordering::SeqCst);
+            break;
+        }
+        if client_write.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    upward.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_is_recognised_on_retry() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let proxy = ReplyCutter::start(server.port()).await;
+    let store = connect(&[("redisHost", &format!("127.0.0.1:{}", proxy.port))]).await;
+    // Load the scripts into Redis's cache, so the next sends are the
+    // scripts themselves rather than a NOSCRIPT round trip.
+    fence(store.try_lock("lock||lost||warm", "o", LONG).await.unwrap());
+    assert_eq!(
+        store.unlock("lock||lost||warm", "o").await.unwrap(),
+        Release::Released
+    );
+
+    // The acquire runs in Redis, its reply is lost, the store retries on a
+    // new connection and recognises its own grant.
+    let key = "lock||lost||acquire";
+    proxy.arm();
+    let granted = fence(store.try_lock(key, "owner", LONG).await.unwrap());
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "a reply was cut");
+    assert_eq!(cmd(&server, &["GET", key]).text(), Some("owner"));
+    let fence_key = format!("leasehold-fence||{key}");
+    assert_eq!(
+        cmd(&server, &["HGET", &fence_key, "counter"]).text(),
+        Some(granted.to_string().as_str()),
+        "one grant, one token"
+    );
+    // A new call by the same owner is still refused: not reentrant.
+    assert_eq!(
+        store.try_lock(key, "owner", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+
+    // The unlock runs, its reply is lost; the retry knows it released.
+    proxy.arm();
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 2);
+    assert_eq!(cmd(&server, &["EXISTS", key]).int(), Some(0));
+
+    // Without retries the store cannot know: it says so instead of
+    // reporting "held by other" or "not found".
+    let strict = connect(&[
+        ("redisHost", &format!("127.0.0.1:{}", proxy.port)),
+        ("redisMaxRetries", "-1"),
+    ])
+    .await;
+    fence(
+        strict
+            .try_lock("lock||lost||warm", "o", LONG)
+            .await
+            .unwrap(),
+    );
+    strict.unlock("lock||lost||warm", "o").await.unwrap();
+    proxy.arm();
+    let err = strict.try_lock(key, "owner", LONG).await.unwrap_err();
+    assert!(err.to_string().contains("outcome is unknown"), "{err}");
+    assert_eq!(cmd(&server, &["GET", key]).text(), Some("owner"));
+    proxy.arm();
+    let err = strict.unlock(key, "owner").await.unwrap_err();
+    assert!(err.to_string().contains("outcome is unknown"), "{err}");
+    assert_eq!(cmd(&server, &["EXISTS", key]).int(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_redis_restart_and_fails_fast_while_down() {
+    let Some(mut server) = RedisServer::start_with(RedisOptions {
+        persistence: true,
+        ..RedisOptions::default()
+    }) else {
+        return;
+    };
+    let store = connect(&[("redisHost", &server.addr()), ("dialTimeout", "1s")]).await;
+    assert!(store.capabilities().durable, "append-only file is on");
+    let key = "lock||restart||a";
+    let first = fence(store.try_lock(key, "owner", LONG).await.unwrap());
+
+    server.kill();
+    let err = store
+        .try_lock("lock||restart||b", "owner", LONG)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(store.health().await.is_err());
+
+    server.restart();
+    eventually("the store to reconnect", || {
+        let store = &store;
+        async move { store.health().await.ok() }
+    })
+    .await;
+    // With `appendfsync always`, the lease survived the crash.
+    assert_eq!(
+        store.try_lock(key, "other", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+
+    // A new sidecar (a new store) continues the fence.
+    let restarted = connect(&[("redisHost", &server.addr())]).await;
+    let second = fence(restarted.try_lock(key, "owner", LONG).await.unwrap());
+    assert!(second > first, "{first} then {second}");
+    assert_eq!(
+        restarted.unlock(key, "owner").await.unwrap(),
+        Release::Released
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_gives_timeouts_not_hangs() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&[
+        ("redisHost", &server.addr()),
+        ("readTimeout", "300ms"),
+        ("dialTimeout", "300ms"),
+    ])
+    .await;
+    fence(
+        store
+            .try_lock("lock||frozen||a", "owner", LONG)
+            .await
+            .unwrap(),
+    );
+    server.pause();
+    let outcome = timeout(
+        Duration::from_secs(20),
+        store.try_lock("lock||frozen||b", "owner", LONG),
+    )
+    .await
+    .expect("the store's own deadline ends the call");
+    server.resume();
+    let err = outcome.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Timeout(_) | StoreError::Unavailable(_)),
+        "{err}"
+    );
+    eventually("the store to answer again", || {
+        let store = &store;
+        async move { store.health().await.ok() }
+    })
+    .await;
+    assert_eq!(
+        store.unlock("lock||frozen||a", "owner").await.unwrap(),
+        Release::Released
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_share_one_connection() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = Arc::new(connect(&[("redisHost", &server.addr())]).await);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("lock||shared||{i}");
+                fence(store.try_lock(&key, "owner", LONG).await.unwrap());
+                store.unlock(&key, "owner").await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Release::Released);
+    }
+    let clients = cmd(&server, &["INFO", "clients"]);
+    let connected: usize = clients
+        .text()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The store's command connection, perhaps its subscription, and the
+    // INFO call itself.
+    assert!(connected <= 3, "{connected} connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_conformance_failover_and_replica_ack() {
+    let Some(mut setup) = SentinelSetup::start() else {
+        return;
+    };
+    let hosts = setup.sentinel_hosts();
+    let sentinel = [
+        ("redisHost", hosts.as_str()),
+        ("failover", "true"),
+        ("sentinelMasterName", leasehold_testkit::redis::MASTER_NAME),
+        ("redisMaxRetries", "5"),
+    ];
+    let store = Arc::new(connect(&sentinel).await);
+    leasehold_core::testsuite::run_all(store.clone(), "redis-sentinel").await;
+
+    // replicaAck: one replica exists, so one acknowledgement comes back;
+    // two cannot, and the grant is taken back.
+    let mut with_ack = sentinel.to_vec();
+    with_ack.push(("replicaAck", "1"));
+    let acked = connect(&with_ack).await;
+    let key = "lock||sentinel||acked";
+    fence(acked.try_lock(key, "owner", LONG).await.unwrap());
+    assert!(matches!(
+        acked.renew(key, "owner", LONG).await.unwrap(),
+        Renewal::Renewed { .. }
+    ));
+    assert_eq!(acked.unlock(key, "owner").await.unwrap(), Release::Released);
+    let mut too_many = sentinel.to_vec();
+    too_many.extend([("replicaAck", "2"), ("replicaAckTimeout", "200ms")]);
+    let greedy = connect(&too_many).await;
+    let err = greedy.try_lock(key, "owner", LONG).await.unwrap_err();
+    assert!(err.to_string().contains("replica"), "{err}");
+    assert_eq!(
+        store.status(key).await.unwrap(),
+        None,
+        "an unacknowledged grant is released"
+    );
+
+    // A rough cost of WAIT, printed for the reference page (not asserted).
+    for (name, store) in [("no ack", &*store), ("replicaAck 1", &acked)] {
+        let started = Instant::now();
+        for i in 0..200 {
+            let key = format!("lock||sentinel||timing-{i}");
+            fence(store.try_lock(&key, "owner", LONG).await.unwrap());
+            store.unlock(&key, "owner").await.unwrap();
+        }
+        eprintln!(
+            "timing: {name}: {:?} per acquire+release",
+            started.elapsed() / 200
+        );
+    }
+
+    // A lock taken before the failover, and replicated (WAIT makes sure).
+    let held = "lock||sentinel||before-failover";
+    let before = fence(acked.try_lock(held, "owner", LONG).await.unwrap());
+
+    let old_master = setup.master_port().unwrap();
+    let new_master = tokio::task::block_in_place(|| setup.kill_master_and_wait_failover());
+    assert_ne!(old_master, new_master);
+
+    // The store follows the new master by itself.
+    let after = eventually("the store to reach the new master", || {
+        let store = &store;
+        async move {
+            match store.try_lock("lock||sentinel||after", "owner", LONG).await {
+                Ok(Acquire::Acquired { fence }) => Some(fence),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(after > 0);
+    assert_eq!(
+        store.try_lock(held, "other", LONG).await.unwrap(),
+        Acquire::HeldByOther,
+        "the acknowledged lock survived the failover"
+    );
+    assert_eq!(
+        store.unlock(held, "owner").await.unwrap(),
+        Release::Released
+    );
+    let next = fence(store.try_lock(held, "other", LONG).await.unwrap());
+    assert!(next > before, "{before} then {next}");
+    assert_eq!(
+        store.unlock(held, "other").await.unwrap(),
+        Release::Released
+    );
+
+    // Release notifications come from the new master too.
+    let watched = "lock||sentinel||watched";
+    fence(store.try_lock(watched, "owner", LONG).await.unwrap());
+    let wait = eventually("a watch on the new master", || {
+        let store = &store;
+        async move { store.watch_release(watched).await.ok() }
+    })
+    .await;
+    assert_eq!(
+        store.unlock(watched, "owner").await.unwrap(),
+        Release::Released
+    );
+    timeout(PATIENCE, wait)
+        .await
+        .expect("no release notification");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_of_three_conformance_with_one_master_down() {
+    let Some(mut masters) = Masters::start(3) else {
+        return;
+    };
+    let hosts = masters.hosts();
+    let pairs = [("quorum", "true"), ("redisHosts", hosts.as_str())];
+    let store = Arc::new(connect(&pairs).await);
+    leasehold_core::testsuite::run_all(store.clone(), "redis-quorum-3").await;
+
+    masters.servers[0].kill();
+    leasehold_core::testsuite::run_all(store.clone(), "redis-quorum-3-minus-1").await;
+
+    // Two down: no majority, and the store says so instead of granting.
+    masters.servers[1].kill();
+    let err = store
+        .try_lock("lock||quorum||no-majority", "owner", LONG)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("masters answered"), "{err}");
+    assert!(store.health().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_of_five_keeps_mutual_exclusion_when_masters_die_or_freeze() {
+    let Some(mut masters) = Masters::start(5) else {
+        return;
+    };
+    let hosts = masters.hosts();
+    let store = Arc::new(
+        connect(&[
+            ("quorum", "true"),
+            ("redisHosts", hosts.as_str()),
+            ("quorumNodeTimeout", "300ms"),
+        ])
+        .await,
+    );
+
+    // Workers contend for a few keys; a checker records who is inside and
+    // the tokens seen, so overlaps and shrinking tokens fail the test.
+    let inside: Arc<Vec<AtomicBool>> = Arc::new((0..3).map(|_| AtomicBool::new(false)).collect());
+    let last_token: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
+    let grants = Arc::new(AtomicUsize::new(0));
+    let run_workers = |rounds: usize, tag: &'static str| {
+        (0..4)
+            .map(|worker| {
+                let (store, inside, last_token, grants) = (
+                    store.clone(),
+                    inside.clone(),
+                    last_token.clone(),
+                    grants.clone(),
+                );
+                tokio::spawn(async move {
+                    let owner = format!("{tag}-worker-{worker}");
+                    for round in 0..rounds {
+                        let slot = (worker + round) % 3;
+                        let key = format!("lock||quorum5||{slot}");
+                        let Ok(Acquire::Acquired { fence }) =
+                            store.try_lock(&key, &owner, LONG).await
+                        else {
+                            tokio::task::yield_now().await;
+                            continue;
+                        };
+                        assert!(
+                            !inside[slot].swap(true, Ordering::SeqCst),
+                            "two holders of {key}"
+                        );
+                        {
+                            let mut last = last_token.lock().unwrap();
+                            let previous = last.insert(slot, fence).unwrap_or(0);
+                            assert!(fence > previous, "{key}: token {fence} after {previous}");
+                        }
+                        grants.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        inside[slot].store(false, Ordering::SeqCst);
+                        // An unlock may fail while masters die; the lease
+                        // then runs out by itself, but LONG is long: give
+                        // the keys back through force-unlock instead.
+                        if store.unlock(&key, &owner).await.is_err() {
+                            let _ = store.force_unlock(&key).await;
+                        }
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+
+    for task in run_workers(30, "healthy") {
+        task.await.expect("worker failed");
+    }
+    let healthy = grants.load(Ordering::SeqCst);
+    assert!(healthy > 0);
+
+    // Mid-run: one master killed, one frozen.
+    let workers = run_workers(30, "faulty");
+    masters.servers[1].kill();
+    masters.servers[3].pause();
+    for task in workers {
+        task.await.expect("worker failed");
+    }
+    assert!(
+        grants.load(Ordering::SeqCst) > healthy,
+        "three of five masters still grant"
+    );
+    masters.servers[3].resume();
+
+    // Freeze a third master: no majority left.
+    masters.servers[3].pause();
+    masters.servers[4].kill();
+    let outcome = store.try_lock("lock||quorum5||none", "owner", LONG).await;
+    masters.servers[3].resume();
+    assert!(outcome.is_err(), "granted without a majority: {outcome:?}");
+}
