@@ -424,18 +424,21 @@ impl LockService {
         }
     }
 
-    /// Advisory status of one lock.
+    /// Advisory status of one lock, and how many requests wait for it in
+    /// this sidecar.
     pub async fn status(
         &self,
         store: &str,
         resource_id: &str,
-    ) -> Result<Option<LockInfo>, ApiError> {
+    ) -> Result<(Option<LockInfo>, usize), ApiError> {
         let handle = self.lookup(store, resource_id, "-")?;
         require(handle, handle.capabilities.admin, "report status", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
-        self.call(handle.store.status(&key))
+        let info = self
+            .call(handle.store.status(&key))
             .await
-            .map_err(store_failed)
+            .map_err(store_failed)?;
+        Ok((info, self.waiters.len(&handle.name, &key)))
     }
 
     /// A page of the live locks of this app's scope.

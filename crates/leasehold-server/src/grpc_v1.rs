@@ -167,14 +167,20 @@ impl Locks for LocksApi {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let r = request.into_inner();
-        let response = match self.app.service.status(&r.store, &r.resource_id).await? {
+        let (info, waiters) = self.app.service.status(&r.store, &r.resource_id).await?;
+        let waiters = u32::try_from(waiters).unwrap_or(u32::MAX);
+        let response = match info {
             Some(info) => StatusResponse {
                 held: true,
                 owner: info.owner,
                 fencing_token: info.fence,
                 remaining_ms: millis(info.remaining),
+                waiters,
             },
-            None => StatusResponse::default(),
+            None => StatusResponse {
+                waiters,
+                ..Default::default()
+            },
         };
         Ok(Response::new(response))
     }

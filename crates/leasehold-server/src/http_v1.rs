@@ -259,14 +259,16 @@ fn hold(app: &std::sync::Arc<AppState>, store: &str, body: &[u8]) -> Result<Resp
 async fn status(app: &AppState, store: &str, query: Option<&str>) -> Result<Response, ApiError> {
     let store = unescape(store).map_err(|e| malformed(format!("store name: {e}")))?;
     let resource_id = query_param(query, "resourceId")?;
-    let body = match app.service.status(&store, &resource_id).await? {
+    let (info, waiters) = app.service.status(&store, &resource_id).await?;
+    let body = match info {
         Some(info) => json!({
             "held": true,
             "owner": info.owner,
             "fencingToken": info.fence.to_string(),
             "remainingMs": millis(info.remaining),
+            "waiters": waiters,
         }),
-        None => json!({ "held": false }),
+        None => json!({ "held": false, "waiters": waiters }),
     };
     Ok(json_response(StatusCode::OK, body.to_string()))
 }

@@ -60,7 +60,6 @@ impl WaitQueues {
     }
 
     /// How many waiters `key` has.
-    #[cfg(test)]
     pub(crate) fn len(&self, store: &str, key: &str) -> usize {
         let inner = self.lock();
         inner

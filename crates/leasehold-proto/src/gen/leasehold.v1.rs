@@ -133,6 +133,9 @@ pub struct StatusResponse {
     pub fencing_token: u64,
     #[prost(uint64, tag = "4")]
     pub remaining_ms: u64,
+    /// Requests waiting for this lock in this sidecar.
+    #[prost(uint32, tag = "5")]
+    pub waiters: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -1,37 +1,13 @@
-//! End-to-end tests of `leasehold serve`: the real binary, over real
-//! sockets, checked against daprd's wire behaviour.
+//! The Dapr surface, checked against daprd's wire behaviour.
 
-use std::path::Path;
 use std::time::Duration;
 
 use leasehold_proto::dapr::dapr_client::DaprClient;
 use leasehold_proto::dapr::{GetMetadataRequest, TryLockRequest, UnlockRequest};
 use leasehold_testkit::http::{post_json, request};
-use leasehold_testkit::sidecar::{Sidecar, SidecarOptions};
-use serde_json::Value;
+use leasehold_testkit::sidecar::Sidecar;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_leasehold"))
-}
-
-fn start(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
-    Sidecar::start(
-        binary(),
-        SidecarOptions {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ports: None,
-        },
-    )
-}
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
+use crate::common::{binary, json, start, write_component};
 
 fn lock_body(resource: &str, owner: &str, expiry: i64) -> String {
     format!(r#"{{"resourceId":"{resource}","lockOwner":"{owner}","expiryInSeconds":{expiry}}}"#)
@@ -531,11 +507,6 @@ async fn grpc_token_is_checked_like_daprd() {
             .into_inner()
             .success
     );
-}
-
-fn write_component(dir: &Path, file: &str, text: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(file), text).unwrap();
 }
 
 #[test]

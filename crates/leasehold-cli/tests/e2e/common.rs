@@ -1,0 +1,82 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::Path;
+
+use leasehold_testkit::sidecar::{Sidecar, SidecarOptions};
+use serde_json::Value;
+
+pub(crate) fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_leasehold"))
+}
+
+pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+    Sidecar::start(
+        binary(),
+        SidecarOptions {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: None,
+        },
+    )
+}
+
+pub(crate) fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+pub(crate) fn write_component(dir: &Path, file: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+/// A lock store for the tests that run on every store: the component file
+/// to serve it, and whatever keeps its backend alive.
+pub(crate) struct Backend {
+    pub(crate) name: &'static str,
+    pub(crate) component: String,
+    /// Keeps backend processes alive for the test.
+    pub(crate) _guard: Box<dyn std::any::Any>,
+}
+
+/// Every store this build has, each with a fresh backend. A backend whose
+/// server binary is missing is left out (loudly) outside CI; in CI the
+/// testkit fails the test instead.
+pub(crate) fn backends() -> Vec<Backend> {
+    let backends = vec![Backend {
+        name: "memory",
+        component: component("lock.in-memory", &[("restartGuard", "false")]),
+        _guard: Box::new(()),
+    }];
+    backends
+}
+
+/// A component named `locks` of `type_name` with `metadata`.
+pub(crate) fn component(type_name: &str, metadata: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: locks\nspec:\n  type: {type_name}\n  version: v1\n  metadata:\n"
+    );
+    for (name, value) in metadata {
+        text.push_str(&format!("  - name: {name}\n    value: \"{value}\"\n"));
+    }
+    if metadata.is_empty() {
+        text.push_str("  []\n");
+    }
+    text
+}
+
+/// Start a sidecar serving `backend` as the store `locks`.
+pub(crate) fn start_with(
+    backend: &Backend,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Sidecar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_component(dir.path(), "locks.yaml", &backend.component);
+    let mut all = vec!["--resources-path", dir.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    (start(&all, env), dir)
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of `leasehold serve`: the real binary, over real
+//! sockets, with real backends.
+
+mod common;
+mod dapr;
+mod v1;
