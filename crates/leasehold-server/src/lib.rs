@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod embedded;
 pub mod error;
 pub mod extended;
 pub mod grpc;

@@ -1,0 +1,619 @@
+//! A Rust client for [leasehold](https://github.com/leasehold/leasehold):
+//! distributed locks with fencing tokens, renewal in the background and
+//! notice of loss.
+//!
+//! [`Client::lock`] and [`Client::try_lock`] return a [`LockGuard`]. While
+//! the guard lives, the sidecar renews the lease (the guard holds a
+//! leasehold.v1 `Hold` stream open). The guard carries the grant's
+//! [`fencing_token`](LockGuard::fencing_token): pass it to the resource you
+//! protect, and have the resource refuse tokens lower than the highest it
+//! has seen. [`LockGuard::lost`] resolves the moment the lease is lost
+//! (renewal refused, force-unlocked, the backend unreachable for too long),
+//! before anyone else can be granted the lock. [`LockGuard::unlock`]
+//! consumes the guard; dropping it also releases the lock, and the lease
+//! is the safety net if the process dies.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), leasehold_client::Error> {
+//! # let server = leasehold_server::embedded::EmbeddedServer::start().await.unwrap();
+//! # let endpoint = server.grpc_endpoint();
+//! use std::time::Duration;
+//! use leasehold_client::{Client, Config};
+//!
+//! let client = Client::connect(Config::new(endpoint)).await?;
+//! let guard = client
+//!     .lock("lockstore", "nightly-report", Duration::from_secs(10), Duration::from_secs(30))
+//!     .await?;
+//! println!("holding with fencing token {}", guard.fencing_token());
+//!
+//! // Someone else cannot have it now.
+//! assert!(client.try_lock("lockstore", "nightly-report", Duration::from_secs(10)).await?.is_none());
+//!
+//! tokio::select! {
+//!     reason = guard.lost() => eprintln!("stop work at once: {reason}"),
+//!     () = tokio::time::sleep(Duration::from_millis(50)) => {}, // the work
+//! }
+//! guard.unlock().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use leasehold_proto::v1::locks_client::LocksClient;
+use leasehold_proto::v1::{
+    AcquireRequest, ForceUnlockRequest, HoldRequest, ListRequest, ReleaseRequest, ReleaseStatus,
+    RenewRequest, RenewStatus, StatusRequest, hold_event,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// How to reach the sidecar.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The gRPC endpoint, e.g. `http://127.0.0.1:50001`.
+    pub endpoint: String,
+    /// Dapr's app token (`DAPR_API_TOKEN`), if the sidecar requires one.
+    pub api_token: Option<String>,
+    /// The admin token, for listing and force-unlock.
+    pub admin_token: Option<String>,
+    /// How long to wait for the connection.
+    pub connect_timeout: Duration,
+    /// The owner name used by guards; a random one per client by default.
+    pub owner: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("api_token", &self.api_token.as_ref().map(|_| "***"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new("http://127.0.0.1:50001")
+    }
+}
+
+impl Config {
+    /// A configuration for `endpoint` with defaults for the rest.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Config {
+            endpoint: endpoint.into(),
+            api_token: None,
+            admin_token: None,
+            connect_timeout: Duration::from_secs(5),
+            owner: random_owner(),
+        }
+    }
+
+    /// Read the endpoint and tokens from the environment Dapr uses:
+    /// `DAPR_GRPC_ENDPOINT`, or `DAPR_GRPC_PORT` on 127.0.0.1;
+    /// `DAPR_API_TOKEN`; `LEASEHOLD_ADMIN_TOKEN`.
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        let endpoint = var("DAPR_GRPC_ENDPOINT").unwrap_or_else(|| {
+            format!(
+                "http://127.0.0.1:{}",
+                var("DAPR_GRPC_PORT").unwrap_or_else(|| "50001".to_owned())
+            )
+        });
+        let mut config = Config::new(endpoint);
+        config.api_token = var("DAPR_API_TOKEN");
+        config.admin_token = var("LEASEHOLD_ADMIN_TOKEN");
+        config
+    }
+
+    /// Use this app token.
+    #[must_use]
+    pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
+        self.api_token = Some(token.into());
+        self
+    }
+
+    /// Use this admin token.
+    #[must_use]
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// Hold locks under this owner name.
+    #[must_use]
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Wait this long for the connection.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// An owner name unlikely to collide: process id, time and a random part.
+fn random_owner() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = RandomState::new().hash_one(nanos);
+    format!("client-{}-{random:016x}", std::process::id())
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The endpoint is malformed or could not be reached.
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect {
+        /// The endpoint tried.
+        endpoint: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The sidecar refused or failed the request.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    /// A wait for the lock ran out.
+    #[error("the lock was not acquired within the wait")]
+    NotAcquired,
+    /// The lease was lost before the call completed.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+}
+
+impl Error {
+    /// Whether asking again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::NotAcquired => true,
+            Error::Status(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal
+            ),
+            Error::LeaseLost(_) => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Tokens {
+    api: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    admin: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Interceptor for Tokens {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.api {
+            request
+                .metadata_mut()
+                .insert("dapr-api-token", token.clone());
+        }
+        if let Some(token) = &self.admin {
+            request
+                .metadata_mut()
+                .insert("leasehold-admin-token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Rpc = LocksClient<InterceptedService<Channel, Tokens>>;
+
+/// A connection to a sidecar's leasehold.v1 API. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    rpc: Rpc,
+    owner: String,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One live lock as a status or a listing reports it (advisory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockState {
+    /// The resource id.
+    pub resource_id: String,
+    /// The holder.
+    pub owner: String,
+    /// The grant's fencing token.
+    pub fencing_token: u64,
+    /// What is left of the lease.
+    pub remaining: Duration,
+}
+
+/// The outcome of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The lock was ours and is free now.
+    Released,
+    /// There was no live lock.
+    NotFound,
+    /// Someone else holds it.
+    HeldByOther,
+}
+
+/// The outcome of a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewed {
+    /// The lease runs for this long from now.
+    Renewed(Duration),
+    /// There was no live lock.
+    NotFound,
+    /// Someone else holds it.
+    HeldByOther,
+    /// The maximum hold time is reached; the lease runs out on its own.
+    HoldLimitReached,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+fn metadata_value(
+    what: &str,
+    token: Option<&String>,
+) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, Error> {
+    token
+        .map(|t| {
+            t.parse().map_err(|_| Error::Connect {
+                endpoint: String::new(),
+                message: format!("the {what} is not valid header text"),
+            })
+        })
+        .transpose()
+}
+
+impl Client {
+    /// Connect to the sidecar.
+    pub async fn connect(config: Config) -> Result<Client, Error> {
+        let fail = |message: String| Error::Connect {
+            endpoint: config.endpoint.clone(),
+            message,
+        };
+        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| fail(e.to_string()))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| fail(e.to_string()))?;
+        let tokens = Tokens {
+            api: metadata_value("api token", config.api_token.as_ref())?,
+            admin: metadata_value("admin token", config.admin_token.as_ref())?,
+        };
+        Ok(Client {
+            rpc: LocksClient::with_interceptor(channel, tokens),
+            owner: config.owner,
+        })
+    }
+
+    /// The owner name this client's guards hold locks under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Take the lock if it is free; `None` if someone holds it.
+    pub async fn try_lock(
+        &self,
+        store: &str,
+        resource_id: &str,
+        lease: Duration,
+    ) -> Result<Option<LockGuard>, Error> {
+        match self.hold(store, resource_id, lease, Duration::ZERO).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::NotAcquired) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Take the lock, waiting up to `wait` for it. Waiters are served in
+    /// order of arrival and woken by releases, never by polling.
+    pub async fn lock(
+        &self,
+        store: &str,
+        resource_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        self.hold(store, resource_id, lease, wait).await
+    }
+
+    async fn hold(
+        &self,
+        store: &str,
+        resource_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let request = HoldRequest {
+            store: store.to_owned(),
+            resource_id: resource_id.to_owned(),
+            owner: self.owner.clone(),
+            lease_ms: millis(lease),
+            wait_ms: millis(wait),
+        };
+        let mut stream = self.rpc.clone().hold(request).await?.into_inner();
+        let fence = match stream.message().await? {
+            Some(event) => match event.event {
+                Some(hold_event::Event::Acquired(acquired)) => acquired.fencing_token,
+                Some(hold_event::Event::NotAcquired(_)) => return Err(Error::NotAcquired),
+                _ => {
+                    return Err(Error::Status(tonic::Status::internal(
+                        "the stream began with an unexpected event",
+                    )));
+                }
+            },
+            None => {
+                return Err(Error::Status(tonic::Status::internal(
+                    "the stream ended before the lock was taken",
+                )));
+            }
+        };
+        let (lost_tx, lost_rx) = watch::channel(None);
+        // The stream stays open while this task reads it; the sidecar
+        // renews the lease meanwhile. Its end is the loss.
+        let task = tokio::spawn(async move {
+            let reason = loop {
+                match stream.message().await {
+                    Ok(Some(_renewed)) => {}
+                    Ok(None) => break "the sidecar closed the stream".to_owned(),
+                    Err(status) => break status.message().to_owned(),
+                }
+            };
+            let _ = lost_tx.send(Some(reason));
+        });
+        Ok(LockGuard {
+            client: self.clone(),
+            store: store.to_owned(),
+            resource_id: resource_id.to_owned(),
+            fence,
+            lost: lost_rx,
+            task: Some(task),
+        })
+    }
+
+    /// One acquire without a guard: no renewal, no loss notice. Returns the
+    /// fencing token if acquired.
+    pub async fn acquire(
+        &self,
+        store: &str,
+        resource_id: &str,
+        owner: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<u64>, Error> {
+        let response = self
+            .rpc
+            .clone()
+            .acquire(AcquireRequest {
+                store: store.to_owned(),
+                resource_id: resource_id.to_owned(),
+                owner: owner.to_owned(),
+                lease_ms: millis(lease),
+                wait_ms: millis(wait),
+            })
+            .await?
+            .into_inner();
+        Ok(response.acquired.then_some(response.fencing_token))
+    }
+
+    /// Release `owner`'s lock.
+    pub async fn release(
+        &self,
+        store: &str,
+        resource_id: &str,
+        owner: &str,
+    ) -> Result<Released, Error> {
+        let response = self
+            .rpc
+            .clone()
+            .release(ReleaseRequest {
+                store: store.to_owned(),
+                resource_id: resource_id.to_owned(),
+                owner: owner.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(match ReleaseStatus::try_from(response.status) {
+            Ok(ReleaseStatus::Released) => Released::Released,
+            Ok(ReleaseStatus::NotFound) => Released::NotFound,
+            _ => Released::HeldByOther,
+        })
+    }
+
+    /// Extend `owner`'s lease to `lease` from now.
+    pub async fn renew(
+        &self,
+        store: &str,
+        resource_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Renewed, Error> {
+        let response = self
+            .rpc
+            .clone()
+            .renew(RenewRequest {
+                store: store.to_owned(),
+                resource_id: resource_id.to_owned(),
+                owner: owner.to_owned(),
+                lease_ms: millis(lease),
+            })
+            .await?
+            .into_inner();
+        Ok(match RenewStatus::try_from(response.status) {
+            Ok(RenewStatus::Renewed) => Renewed::Renewed(Duration::from_millis(response.lease_ms)),
+            Ok(RenewStatus::RenewNotFound) => Renewed::NotFound,
+            Ok(RenewStatus::HoldLimitReached) => Renewed::HoldLimitReached,
+            _ => Renewed::HeldByOther,
+        })
+    }
+
+    /// Who holds a lock (advisory: decide on fencing tokens, not on this).
+    pub async fn status(&self, store: &str, resource_id: &str) -> Result<Option<LockState>, Error> {
+        let response = self
+            .rpc
+            .clone()
+            .status(StatusRequest {
+                store: store.to_owned(),
+                resource_id: resource_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.held.then(|| LockState {
+            resource_id: resource_id.to_owned(),
+            owner: response.owner,
+            fencing_token: response.fencing_token,
+            remaining: Duration::from_millis(response.remaining_ms),
+        }))
+    }
+
+    /// Every live lock whose resource id starts with `prefix` (admin token
+    /// needed), following pages to the end.
+    pub async fn list(&self, store: &str, prefix: &str) -> Result<Vec<LockState>, Error> {
+        let mut locks = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .rpc
+                .clone()
+                .list(ListRequest {
+                    store: store.to_owned(),
+                    prefix: prefix.to_owned(),
+                    page_token,
+                    page_size: 500,
+                })
+                .await?
+                .into_inner();
+            locks.extend(page.locks.into_iter().map(|l| LockState {
+                resource_id: l.resource_id,
+                owner: l.owner,
+                fencing_token: l.fencing_token,
+                remaining: Duration::from_millis(l.remaining_ms),
+            }));
+            if page.next_page_token.is_empty() {
+                return Ok(locks);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Break a lock whoever holds it (admin token needed). Returns the
+    /// evicted owner and token, if there was a lock.
+    pub async fn force_unlock(
+        &self,
+        store: &str,
+        resource_id: &str,
+        reason: &str,
+    ) -> Result<Option<(String, u64)>, Error> {
+        let response = self
+            .rpc
+            .clone()
+            .force_unlock(ForceUnlockRequest {
+                store: store.to_owned(),
+                resource_id: resource_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(response
+            .released
+            .then_some((response.evicted_owner, response.evicted_fencing_token)))
+    }
+}
+
+/// A held lock. The sidecar renews it while the guard lives.
+#[derive(Debug)]
+pub struct LockGuard {
+    client: Client,
+    store: String,
+    resource_id: String,
+    fence: u64,
+    lost: watch::Receiver<Option<String>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl LockGuard {
+    /// The grant's fencing token: hand it to the resource you protect.
+    pub fn fencing_token(&self) -> u64 {
+        self.fence
+    }
+
+    /// The owner name the lock is held under.
+    pub fn owner(&self) -> &str {
+        &self.client.owner
+    }
+
+    /// The resource id.
+    pub fn resource_id(&self) -> &str {
+        &self.resource_id
+    }
+
+    /// Whether the lease is known to be lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.borrow().is_some()
+    }
+
+    /// Resolves, with the reason, when the lease is lost. Stop using the
+    /// resource at once when it does.
+    pub async fn lost(&self) -> String {
+        let mut lost = self.lost.clone();
+        match lost.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the lock guard's stream ended".to_owned(),
+        }
+    }
+
+    /// Release the lock. An error when the lease was already lost.
+    pub async fn unlock(mut self) -> Result<(), Error> {
+        if let Some(reason) = self.lost.borrow().clone() {
+            return Err(Error::LeaseLost(reason));
+        }
+        let outcome = self
+            .client
+            .release(&self.store, &self.resource_id, &self.client.owner)
+            .await;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        match outcome? {
+            Released::Released => Ok(()),
+            Released::NotFound => Err(Error::LeaseLost("the lease had run out".to_owned())),
+            Released::HeldByOther => {
+                Err(Error::LeaseLost("another owner holds the lock".to_owned()))
+            }
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Closing the stream tells the sidecar to release the lock.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The client against an embedded server.
+
+use std::time::Duration;
+
+use leasehold_client::{Client, Config, Error, Released};
+use leasehold_server::auth::{Auth, Token};
+use leasehold_server::embedded::EmbeddedServer;
+use leasehold_server::service::Limits;
+
+#[tokio::test]
+async fn guard_holds_renews_and_releases() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let a = Client::connect(Config::new(server.grpc_endpoint()).with_owner("a"))
+        .await
+        .unwrap();
+    let b = Client::connect(Config::new(server.grpc_endpoint()).with_owner("b"))
+        .await
+        .unwrap();
+    let guard = a
+        .lock(
+            "lockstore",
+            "job",
+            Duration::from_millis(300),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(guard.owner(), "a");
+    // Held well past several leases: the sidecar renews it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!guard.is_lost());
+    assert!(
+        b.try_lock("lockstore", "job", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let first = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let next = b
+        .try_lock("lockstore", "job", Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("free after unlock");
+    assert!(next.fencing_token() > first);
+    // Dropping a guard releases too.
+    drop(next);
+    let again = a
+        .lock(
+            "lockstore",
+            "job",
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a.release("lockstore", "job", "nobody").await.unwrap(),
+        Released::HeldByOther
+    );
+    drop(again);
+}
+
+#[tokio::test]
+async fn loss_is_reported_and_unlock_says_so() {
+    let auth = Auth {
+        api: None,
+        admin: Token::new("adm"),
+    };
+    let server = EmbeddedServer::start_with(auth, Limits::default())
+        .await
+        .unwrap();
+    let config = Config::new(server.grpc_endpoint()).with_admin_token("adm");
+    let client = Client::connect(config).await.unwrap();
+    let guard = client
+        .lock("lockstore", "job", Duration::from_secs(5), Duration::ZERO)
+        .await
+        .unwrap();
+    let evicted = client
+        .force_unlock("lockstore", "job", "maintenance")
+        .await
+        .unwrap();
+    assert_eq!(
+        evicted,
+        Some((client.owner().to_owned(), guard.fencing_token()))
+    );
+    let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost())
+        .await
+        .expect("loss not reported");
+    assert!(reason.contains("maintenance"), "{reason}");
+    assert!(matches!(guard.unlock().await, Err(Error::LeaseLost(_))));
+}
+
+#[tokio::test]
+async fn a_wait_that_runs_out_is_an_error() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let a = Client::connect(Config::new(server.grpc_endpoint()))
+        .await
+        .unwrap();
+    let b = Client::connect(Config::new(server.grpc_endpoint()))
+        .await
+        .unwrap();
+    let _held = a
+        .lock("lockstore", "k", Duration::from_secs(5), Duration::ZERO)
+        .await
+        .unwrap();
+    let err = b
+        .lock(
+            "lockstore",
+            "k",
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAcquired), "{err}");
+    assert!(err.is_retryable());
+}

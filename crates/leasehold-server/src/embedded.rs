@@ -1,0 +1,76 @@
+//! A server inside the calling process, on the in-memory store: for tests,
+//! documentation examples and programs that want a lock server without a
+//! separate process.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_core::manifest::Component;
+use leasehold_core::metadata::Metadata;
+use leasehold_stores::StoreContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::service::{Limits, LockService};
+use crate::{AppState, ListenConfig, Listeners};
+
+/// A running embedded server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    /// The HTTP listener's address.
+    pub http: SocketAddr,
+    /// The gRPC listener's address.
+    pub grpc: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl EmbeddedServer {
+    /// Serve an in-memory store named `lockstore` on free loopback ports.
+    pub async fn start() -> Result<Self, String> {
+        Self::start_with(Auth::default(), Limits::default()).await
+    }
+
+    /// The same, with tokens and limits of the caller's choosing.
+    pub async fn start_with(auth: Auth, limits: Limits) -> Result<Self, String> {
+        let component = Component {
+            name: "lockstore".to_owned(),
+            type_name: "lock.in-memory".to_owned(),
+            version: "v1".to_owned(),
+            init_timeout: None,
+            ignore_errors: false,
+            metadata: Metadata::from_pairs([("restartGuard", "false")]),
+            source: "<embedded>".into(),
+        };
+        let cx = StoreContext {
+            app_id: String::new(),
+            data_dir: std::env::temp_dir(),
+        };
+        let service = LockService::build("", &[component], &cx, limits)
+            .await
+            .map_err(|err| err.problems.join("; "))?;
+        let listen = ListenConfig {
+            address: Ipv4Addr::LOCALHOST.into(),
+            http_port: 0,
+            grpc_port: 0,
+            grace: Duration::from_secs(1),
+        };
+        let listeners = Listeners::bind(&listen).await?;
+        let (http, grpc) = (listeners.http_addr(), listeners.grpc_addr());
+        let app = AppState::new(Arc::new(service), auth, 4 << 20);
+        let stop = CancellationToken::new();
+        tokio::spawn(crate::serve(listeners, app, listen.grace, stop.clone()));
+        Ok(EmbeddedServer { http, grpc, stop })
+    }
+
+    /// `http://127.0.0.1:port` of the gRPC listener, for clients.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
+impl Drop for EmbeddedServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
