@@ -1,11 +1,12 @@
-//! `leasehold`: the sidecar (`leasehold serve`) and, later, the
-//! command-line client. Thin: flags, logging and exit codes; the work is in
+//! `leasehold`: the sidecar (`leasehold serve`) and the command-line
+//! client (`lock`, `unlock`, `status`, `list`, `force-unlock`, `run`). Thin: flags, logging and exit codes; the work is in
 //! the library crates.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+mod client;
 mod serve;
 
 /// Exit codes, in the spirit of sysexits: 64 is a usage or configuration
@@ -32,11 +33,29 @@ struct Cli {
 enum Command {
     /// Run the sidecar: Dapr's lock API over HTTP and gRPC.
     Serve(Box<serve::ServeArgs>),
+    /// Take a lock once (no renewal) and print its owner and fencing token.
+    Lock(client::LockArgs),
+    /// Release a lock held by an owner.
+    Unlock(client::UnlockArgs),
+    /// Show who holds a lock (advisory).
+    Status(client::StatusArgs),
+    /// List held locks (needs LEASEHOLD_ADMIN_TOKEN).
+    List(client::ListArgs),
+    /// Break a lock whoever holds it (needs LEASEHOLD_ADMIN_TOKEN).
+    ForceUnlock(client::ForceUnlockArgs),
+    /// Hold a lock while a command runs; stop the command if it is lost.
+    Run(client::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Lock(args) => client::lock(args),
+        Command::Unlock(args) => client::unlock(args),
+        Command::Status(args) => client::status(args),
+        Command::List(args) => client::list(args),
+        Command::ForceUnlock(args) => client::force_unlock(args),
+        Command::Run(args) => client::run(args),
     }
 }

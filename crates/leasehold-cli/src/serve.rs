@@ -121,7 +121,7 @@ pub(crate) struct ServeArgs {
     placement_host_address: Option<String>,
 }
 
-fn duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn duration(value: &str) -> Result<Duration, String> {
     let parsed = parse_go_duration(value)?;
     if parsed.is_zero() {
         return Err("must be more than zero".to_owned());

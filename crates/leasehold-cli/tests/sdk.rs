@@ -200,8 +200,9 @@ fn python_sdk_suite() {
     let (status, output) = run_bounded(probe, PROBE_TIMEOUT);
     if status.is_none_or(|s| !s.success()) {
         not_ready(&format!(
-            "the Python SDK `dapr` (or pytest) cannot be imported by {}:\n{output}",
-            python.display()
+            "the Python SDK `dapr` (or pytest) cannot be imported by {}:\n{}",
+            python.display(),
+            output.trim_end()
         ));
         return;
     }

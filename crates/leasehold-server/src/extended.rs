@@ -152,16 +152,11 @@ impl HoldRegistry {
         receiver
     }
 
-    fn evict(&self, store: &Arc<str>, key: &str, fence: Fence, reason: &str) {
-        let mut map = self.map();
-        let id = (store.clone(), key.to_owned());
-        if let Some(holders) = map.get_mut(&id) {
-            for (_, sender) in holders.extract_if(.., |(f, _)| *f == fence) {
-                let _ = sender.send(reason.to_owned());
-            }
-            if holders.is_empty() {
-                map.remove(&id);
-            }
+    /// End every Hold stream on `key` with `reason`.
+    fn evict_all(&self, store: &Arc<str>, key: &str, reason: &str) {
+        let holders = self.map().remove(&(store.clone(), key.to_owned()));
+        for (_, sender) in holders.into_iter().flatten() {
+            let _ = sender.send(reason.to_owned());
         }
     }
 
@@ -493,9 +488,9 @@ impl LockService {
         })
     }
 
-    /// Break a lock whoever holds it. The fence moves on with the next grant
-    /// and the evicted holder's Hold stream (in this sidecar) ends at once
-    /// with `reason`.
+    /// Break a lock whoever holds it. The fence moves on with the next grant.
+    /// A Hold stream on the key in this sidecar ends first, with `reason`,
+    /// so its holder hears before anyone else can be granted the lock.
     pub async fn force_unlock(
         &self,
         store: &str,
@@ -505,24 +500,23 @@ impl LockService {
         let handle = self.lookup(store, resource_id, "-")?;
         require(handle, handle.capabilities.admin, "force-unlock", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
+        let reason = if reason.is_empty() {
+            "no reason given"
+        } else {
+            reason
+        };
+        self.holds.evict_all(
+            &handle.name_arc,
+            &key,
+            &format!("force-unlocked by an administrator: {reason}"),
+        );
         let outcome = self
             .call(handle.store.force_unlock(&key))
             .await
             .map_err(store_failed)?;
         if let ForceRelease::Released { owner, fence } = &outcome {
-            let reason = if reason.is_empty() {
-                "no reason given"
-            } else {
-                reason
-            };
             tracing::warn!(store, resource_id, owner = %owner, fence, reason, "lock force-unlocked by an administrator");
             self.hold_clock.forget(&handle.name_arc, &key);
-            self.holds.evict(
-                &handle.name_arc,
-                &key,
-                *fence,
-                &format!("force-unlocked by an administrator: {reason}"),
-            );
         }
         Ok(outcome)
     }
@@ -611,7 +605,10 @@ impl LockService {
                     None => std::future::pending().await,
                 }
             };
+            // Biased: an eviction or a closed stream wins over a renewal
+            // that happens to be due at the same moment.
             tokio::select! {
+                biased;
                 () = events.closed() => {
                     self.end_hold(&handle, &key, &owner).await;
                     return;

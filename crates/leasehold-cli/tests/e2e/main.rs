@@ -1,6 +1,7 @@
 //! End-to-end tests of `leasehold serve`: the real binary, over real
 //! sockets, with real backends.
 
+mod cli;
 mod common;
 mod dapr;
 mod v1;
