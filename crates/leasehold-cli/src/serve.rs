@@ -97,6 +97,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
 
+    /// Port of the metrics listener: Prometheus metrics at /metrics, backend
+    /// health at /v1/health, the live view at / (admin token).
+    #[arg(long, env = "LEASEHOLD_METRICS_PORT", default_value_t = 9090)]
+    metrics_port: u16,
+
+    /// Turn the metrics listener off (`--enable-metrics=false`, as daprd).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    enable_metrics: bool,
+
     /// Log format: `text` for people, `json` for collectors.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -111,8 +120,6 @@ pub(crate) struct ServeArgs {
     app_port: Option<String>,
     #[arg(long, hide = true)]
     dapr_internal_grpc_port: Option<String>,
-    #[arg(long, hide = true)]
-    metrics_port: Option<String>,
     #[arg(long, hide = true)]
     app_protocol: Option<String>,
     #[arg(long, hide = true)]
@@ -273,6 +280,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         address: args.listen_address,
         http_port: args.http_port,
         grpc_port: args.grpc_port,
+        metrics_port: args.enable_metrics.then_some(args.metrics_port),
         grace: args.shutdown_grace,
     };
     let listeners = match Listeners::bind(&listen).await {
@@ -300,8 +308,11 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         .map(|c| format!("{}({})", c.name, c.type_name))
         .collect();
     // One plain line on stdout that scripts and tests can wait for.
+    let metrics = listeners
+        .admin_addr()
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
-        "leasehold ready http={} grpc={} app_id={:?} stores={} startup_ms={:.1}",
+        "leasehold ready http={} grpc={} metrics={metrics} app_id={:?} stores={} startup_ms={:.1}",
         listeners.http_addr(),
         listeners.grpc_addr(),
         args.app_id,

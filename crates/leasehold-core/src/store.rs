@@ -271,6 +271,12 @@ pub trait LockStore: Send + Sync + fmt::Debug + 'static {
     /// Whether the backend answers.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// How many live leases the store holds, when it can tell cheaply (for
+    /// metrics); `None` when it cannot.
+    fn held_count(&self) -> Option<u64> {
+        None
+    }
+
     /// Let go of connections and background tasks; called once at shutdown.
     async fn close(&self) {}
 }

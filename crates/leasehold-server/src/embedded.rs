@@ -53,6 +53,7 @@ impl EmbeddedServer {
             address: Ipv4Addr::LOCALHOST.into(),
             http_port: 0,
             grpc_port: 0,
+            metrics_port: None,
             grace: Duration::from_secs(1),
         };
         let listeners = Listeners::bind(&listen).await?;

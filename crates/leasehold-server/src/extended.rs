@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::{LossReason, StoreOp};
 use crate::service::{LockService, StoreHandle};
 
 /// The outcome of a renewal as the API reports it.
@@ -289,7 +290,11 @@ impl LockService {
     ) -> Result<Acquire, ApiError> {
         if wait.is_zero() {
             return self
-                .call(handle.store.try_lock(key, owner, lease))
+                .call(
+                    &handle,
+                    StoreOp::TryLock,
+                    handle.store.try_lock(key, owner, lease),
+                )
                 .await
                 .map_err(store_failed);
         }
@@ -303,11 +308,15 @@ impl LockService {
             // Watch first, then try: a release between the two still wakes
             // this waiter.
             let released = self
-                .call(handle.store.watch_release(key))
+                .call(&handle, StoreOp::Watch, handle.store.watch_release(key))
                 .await
                 .map_err(store_failed)?;
             match self
-                .call(handle.store.try_lock(key, owner, lease))
+                .call(
+                    &handle,
+                    StoreOp::TryLock,
+                    handle.store.try_lock(key, owner, lease),
+                )
                 .await
                 .map_err(store_failed)?
             {
@@ -331,7 +340,7 @@ impl LockService {
         let handle = self.lookup(store, resource_id, owner)?;
         let key = Self::key(handle, resource_id)?;
         let released = self
-            .call(handle.store.unlock(&key, owner))
+            .call(&handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
             .await
             .map_err(store_failed)?;
         if released == Release::Released {
@@ -362,6 +371,23 @@ impl LockService {
         owner: &str,
         lease: Duration,
     ) -> Result<RenewOutcome, ApiError> {
+        let outcome = self.renew_key_inner(handle, key, owner, lease).await;
+        let class = match &outcome {
+            Ok(RenewOutcome::Renewed { .. }) => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        };
+        self.metrics().renewal(&handle.name, class);
+        outcome
+    }
+
+    async fn renew_key_inner(
+        &self,
+        handle: &StoreHandle,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<RenewOutcome, ApiError> {
         // The hold's start must be known before the lease is extended, or a
         // renewal past the cap could happen once. A lock acquired through
         // this sidecar's leasehold.v1 API is known; any other is looked up
@@ -370,7 +396,7 @@ impl LockService {
             Some(known) => known,
             None => {
                 let Some(info) = self
-                    .call(handle.store.status(key))
+                    .call(&handle, StoreOp::Status, handle.store.status(key))
                     .await
                     .map_err(store_failed)?
                 else {
@@ -394,7 +420,11 @@ impl LockService {
         let granted = lease.min(cap - now);
         let granted = Duration::from_millis(granted.as_millis().max(1) as u64);
         match self
-            .call(handle.store.renew(key, owner, granted))
+            .call(
+                &handle,
+                StoreOp::Renew,
+                handle.store.renew(key, owner, granted),
+            )
             .await
             .map_err(store_failed)?
         {
@@ -430,7 +460,7 @@ impl LockService {
         require(handle, handle.capabilities.admin, "report status", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
         let info = self
-            .call(handle.store.status(&key))
+            .call(&handle, StoreOp::Status, handle.store.status(&key))
             .await
             .map_err(store_failed)?;
         Ok((info, self.waiters.len(&handle.name, &key)))
@@ -466,7 +496,11 @@ impl LockService {
         let after =
             (!page_token.is_empty()).then(|| format!("{}{page_token}", handle.scope.prefix()));
         let found = self
-            .call(handle.store.list(&full_prefix, after.as_deref(), limit))
+            .call(
+                &handle,
+                StoreOp::List,
+                handle.store.list(&full_prefix, after.as_deref(), limit),
+            )
             .await
             .map_err(store_failed)?;
         let locks: Vec<ListedLock> = found
@@ -511,7 +545,11 @@ impl LockService {
             &format!("force-unlocked by an administrator: {reason}"),
         );
         let outcome = self
-            .call(handle.store.force_unlock(&key))
+            .call(
+                &handle,
+                StoreOp::ForceUnlock,
+                handle.store.force_unlock(&key),
+            )
             .await
             .map_err(store_failed)?;
         if let ForceRelease::Released { owner, fence } = &outcome {
@@ -596,9 +634,12 @@ impl LockService {
         // can be granted the lock.
         let margin = (lease / 10).clamp(Duration::from_millis(20), Duration::from_secs(2));
         let mut renew_at = Instant::now() + lease / 3;
-        let mut released = self.call(handle.store.watch_release(&key)).await.ok();
+        let mut released = self
+            .call(&handle, StoreOp::Watch, handle.store.watch_release(&key))
+            .await
+            .ok();
         let mut capped = false;
-        let lost = loop {
+        let (reason, lost) = loop {
             let watch = async {
                 match released.as_mut() {
                     Some(watch) => watch.await,
@@ -613,12 +654,12 @@ impl LockService {
                     self.end_hold(&handle, &key, &owner).await;
                     return;
                 }
-                reason = &mut evicted => break reason.unwrap_or_else(|_| "evicted".to_owned()),
+                reason = &mut evicted => break (LossReason::ForceUnlocked, reason.unwrap_or_else(|_| "evicted".to_owned())),
                 () = sleep_until(deadline - margin) => {
                     if capped {
-                        break format!("the maximum hold time of {:?} is reached", handle.max_hold);
+                        break (LossReason::HoldLimit, format!("the maximum hold time of {:?} is reached", handle.max_hold));
                     }
-                    break "the lease could not be renewed before it would run out".to_owned();
+                    break (LossReason::RenewFailed, "the lease could not be renewed before it would run out".to_owned());
                 }
                 () = watch => {
                     // The key was released, expired or broken: find out now
@@ -649,21 +690,36 @@ impl LockService {
                         renew_at = deadline;
                     }
                     if released.is_none() {
-                        released = self.call(handle.store.watch_release(&key)).await.ok();
+                        released = self
+                            .call(&handle, StoreOp::Watch, handle.store.watch_release(&key))
+                            .await
+                            .ok();
                     }
                     let _ = events.try_send(Ok(HoldEvent::Renewed { lease: granted }));
                 }
                 Ok(Ok(RenewOutcome::Renewed { .. })) => {
-                    break "the lock was released and taken again".to_owned();
+                    break (
+                        LossReason::Expired,
+                        "the lock was released and taken again".to_owned(),
+                    );
                 }
                 Ok(Ok(RenewOutcome::NotFound)) => {
-                    break "the lease expired or was released elsewhere".to_owned();
+                    break (
+                        LossReason::Expired,
+                        "the lease expired or was released elsewhere".to_owned(),
+                    );
                 }
                 Ok(Ok(RenewOutcome::HeldByOther)) => {
-                    break "another owner holds the lock".to_owned();
+                    break (
+                        LossReason::HeldByOther,
+                        "another owner holds the lock".to_owned(),
+                    );
                 }
                 Ok(Ok(RenewOutcome::HoldLimitReached)) => {
-                    break format!("the maximum hold time of {:?} is reached", handle.max_hold);
+                    break (
+                        LossReason::HoldLimit,
+                        format!("the maximum hold time of {:?} is reached", handle.max_hold),
+                    );
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(store = %handle.name, error = %err.message, "renewal failed; retrying while the lease lasts");
@@ -675,6 +731,8 @@ impl LockService {
             }
         };
         self.holds.unregister(&handle.name_arc, &key);
+        self.metrics().lease_lost(&handle.name, reason);
+        tracing::info!(store = %handle.name, fence, reason = %lost, "held lock lost");
         let _ = events
             .send(Err(ApiError::new(
                 ErrorKind::LeaseLost,
@@ -686,7 +744,10 @@ impl LockService {
     /// The client closed its Hold stream: release the lock.
     async fn end_hold(&self, handle: &StoreHandle, key: &str, owner: &str) {
         self.holds.unregister(&handle.name_arc, key);
-        match self.call(handle.store.unlock(key, owner)).await {
+        match self
+            .call(&handle, StoreOp::Unlock, handle.store.unlock(key, owner))
+            .await
+        {
             Ok(_) => self.hold_clock.forget(&handle.name_arc, key),
             Err(err) => tracing::warn!(
                 store = %handle.name,

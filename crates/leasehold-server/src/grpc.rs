@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::AppState;
 use crate::auth::{Refusal, TOKEN_HEADER};
+use crate::metrics::{Op, Outcome, Transport};
 
 /// The Dapr service over the shared state.
 #[derive(Debug, Clone)]
@@ -107,8 +108,14 @@ impl Dapr for DaprApi {
                 &r.lock_owner,
                 r.expiry_in_seconds.into(),
             )
-            .await?;
-        Ok(Response::new(match outcome {
+            .await;
+        self.app.service.metrics().request(
+            Op::TryLock,
+            Transport::Grpc,
+            &r.store_name,
+            Outcome::of_acquire(&outcome),
+        );
+        Ok(Response::new(match outcome? {
             Acquire::Acquired { fence } => TryLockResponse {
                 success: true,
                 fencing_token: fence,
@@ -125,13 +132,19 @@ impl Dapr for DaprApi {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let r = request.into_inner();
-        let release = self
+        let outcome = self
             .app
             .service
             .unlock(&r.store_name, &r.resource_id, &r.lock_owner)
-            .await?;
+            .await;
+        self.app.service.metrics().request(
+            Op::Unlock,
+            Transport::Grpc,
+            &r.store_name,
+            Outcome::of_release(&outcome),
+        );
         Ok(Response::new(UnlockResponse {
-            status: release.dapr_status(),
+            status: outcome?.dapr_status(),
         }))
     }
 

@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::auth::ADMIN_TOKEN_HEADER;
 use crate::extended::{HoldEvent, RenewOutcome};
 use crate::grpc::TokenCheck;
+use crate::metrics::{Counted, Op, Outcome, Transport};
 
 /// leasehold.v1 over the shared state.
 #[derive(Debug, Clone)]
@@ -62,7 +63,14 @@ impl Locks for LocksApi {
             .app
             .service
             .acquire(&r.store, &r.resource_id, &r.owner, r.lease_ms, r.wait_ms)
-            .await?;
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::Acquire,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of_acquire,
+            )?;
         Ok(Response::new(match outcome {
             Acquire::Acquired { fence } => AcquireResponse {
                 acquired: true,
@@ -84,8 +92,14 @@ impl Locks for LocksApi {
             .app
             .service
             .release(&r.store, &r.resource_id, &r.owner)
-            .await?
-        {
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::Release,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of_release,
+            )? {
             Release::Released => pb::ReleaseStatus::Released,
             Release::NotFound => pb::ReleaseStatus::NotFound,
             Release::HeldByOther => pb::ReleaseStatus::HeldByOther,
@@ -104,7 +118,14 @@ impl Locks for LocksApi {
             .app
             .service
             .renew(&r.store, &r.resource_id, &r.owner, r.lease_ms)
-            .await?;
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::Renew,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of_renew,
+            )?;
         let response = match outcome {
             RenewOutcome::Renewed { fence, lease } => RenewResponse {
                 status: pb::RenewStatus::Renewed as i32,
@@ -134,10 +155,17 @@ impl Locks for LocksApi {
         request: Request<HoldRequest>,
     ) -> Result<Response<Self::HoldStream>, Status> {
         let r = request.into_inner();
-        let events =
-            self.app
-                .service
-                .hold(&r.store, &r.resource_id, &r.owner, r.lease_ms, r.wait_ms)?;
+        let events = self
+            .app
+            .service
+            .hold(&r.store, &r.resource_id, &r.owner, r.lease_ms, r.wait_ms)
+            .counted(
+                self.app.service.metrics(),
+                Op::Hold,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of,
+            )?;
         // When the client goes away, tonic drops this stream and with it
         // the receiver; the hold task sees that and releases the lock.
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
@@ -167,7 +195,18 @@ impl Locks for LocksApi {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let r = request.into_inner();
-        let (info, waiters) = self.app.service.status(&r.store, &r.resource_id).await?;
+        let (info, waiters) = self
+            .app
+            .service
+            .status(&r.store, &r.resource_id)
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::Status,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of,
+            )?;
         let waiters = u32::try_from(waiters).unwrap_or(u32::MAX);
         let response = match info {
             Some(info) => StatusResponse {
@@ -192,7 +231,14 @@ impl Locks for LocksApi {
             .app
             .service
             .list(&r.store, &r.prefix, &r.page_token, r.page_size)
-            .await?;
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::List,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of,
+            )?;
         Ok(Response::new(ListResponse {
             locks: page
                 .locks
@@ -218,8 +264,14 @@ impl Locks for LocksApi {
             .app
             .service
             .force_unlock(&r.store, &r.resource_id, &r.reason)
-            .await?
-        {
+            .await
+            .counted(
+                self.app.service.metrics(),
+                Op::ForceUnlock,
+                Transport::Grpc,
+                &r.store,
+                Outcome::of,
+            )? {
             ForceRelease::Released { owner, fence } => ForceUnlockResponse {
                 released: true,
                 evicted_owner: owner,

@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::auth::TOKEN_HEADER;
 use crate::error::{ApiError, ErrorKind};
 use crate::json::LockBody;
+use crate::metrics::{Op, Outcome, Transport};
 
 /// The router serving every HTTP route.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -59,6 +60,15 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         (&Method::GET, (Some("v1.0"), Some("healthz"), None)) => healthz(&app, parts.uri.query()),
         (&Method::GET, (Some("v1.0"), Some("healthz"), Some("outbound"))) => no_content(),
         (&Method::GET, (Some("v1.0"), Some("metadata"), None)) => metadata(&app),
+        (&Method::GET, (Some("v1"), Some("health"), None)) => {
+            let (healthy, body) = crate::admin::health_json(&app).await;
+            let status = if healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            json(status, body.to_string())
+        }
         (_, (Some("v1"), _, _)) => {
             match crate::http_v1::dispatch(
                 &app,
@@ -109,19 +119,25 @@ async fn decode(app: &AppState, body: Body) -> Result<LockBody, ApiError> {
 }
 
 async fn lock(app: &AppState, store: &str, body: Body) -> Response {
-    let body = match decode(app, body).await {
-        Ok(body) => body,
-        Err(err) => return error(&err),
+    let outcome = match decode(app, body).await {
+        Ok(body) => {
+            app.service
+                .try_lock(
+                    store,
+                    &body.resource_id,
+                    &body.lock_owner,
+                    body.expiry_in_seconds.into(),
+                )
+                .await
+        }
+        Err(err) => Err(err),
     };
-    let outcome = app
-        .service
-        .try_lock(
-            store,
-            &body.resource_id,
-            &body.lock_owner,
-            body.expiry_in_seconds.into(),
-        )
-        .await;
+    app.service.metrics().request(
+        Op::TryLock,
+        Transport::Http,
+        store,
+        Outcome::of_acquire(&outcome),
+    );
     match outcome {
         // daprd writes `false` out (EmitUnpopulated); the fencing token is
         // a uint64, which the proto3 JSON mapping writes as a string.
@@ -135,15 +151,21 @@ async fn lock(app: &AppState, store: &str, body: Body) -> Response {
 }
 
 async fn unlock(app: &AppState, store: &str, body: Body) -> Response {
-    let body = match decode(app, body).await {
-        Ok(body) => body,
-        Err(err) => return error(&err),
+    let outcome = match decode(app, body).await {
+        Ok(body) => {
+            app.service
+                .unlock(store, &body.resource_id, &body.lock_owner)
+                .await
+        }
+        Err(err) => Err(err),
     };
-    match app
-        .service
-        .unlock(store, &body.resource_id, &body.lock_owner)
-        .await
-    {
+    app.service.metrics().request(
+        Op::Unlock,
+        Transport::Http,
+        store,
+        Outcome::of_release(&outcome),
+    );
+    match outcome {
         // The status is a number (UseEnumNumbers), always written out.
         Ok(release) => json(
             StatusCode::OK,

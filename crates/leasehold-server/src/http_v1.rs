@@ -30,6 +30,7 @@ use crate::auth::ADMIN_TOKEN_HEADER;
 use crate::error::{ApiError, ErrorKind};
 use crate::extended::{HoldEvent, RenewOutcome};
 use crate::http::{error, json as json_response, unescape};
+use crate::metrics::{Counted, Op, Outcome, Transport};
 
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
@@ -167,7 +168,14 @@ async fn acquire(app: &AppState, store: &str, body: &[u8]) -> Result<Response, A
             f.uint("leaseMs")?,
             f.uint("waitMs")?,
         )
-        .await?;
+        .await
+        .counted(
+            app.service.metrics(),
+            Op::Acquire,
+            Transport::Http,
+            store,
+            Outcome::of_acquire,
+        )?;
     Ok(json_response(
         StatusCode::OK,
         match outcome {
@@ -185,8 +193,14 @@ async fn release(app: &AppState, store: &str, body: &[u8]) -> Result<Response, A
     let status = match app
         .service
         .release(store, &f.string("resourceId")?, &f.string("owner")?)
-        .await?
-    {
+        .await
+        .counted(
+            app.service.metrics(),
+            Op::Release,
+            Transport::Http,
+            store,
+            Outcome::of_release,
+        )? {
         Release::Released => "RELEASED",
         Release::NotFound => "NOT_FOUND",
         Release::HeldByOther => "HELD_BY_OTHER",
@@ -207,7 +221,14 @@ async fn renew(app: &AppState, store: &str, body: &[u8]) -> Result<Response, Api
             &f.string("owner")?,
             f.uint("leaseMs")?,
         )
-        .await?;
+        .await
+        .counted(
+            app.service.metrics(),
+            Op::Renew,
+            Transport::Http,
+            store,
+            Outcome::of_renew,
+        )?;
     let body = match outcome {
         RenewOutcome::Renewed { fence, lease } => {
             json!({ "status": "RENEWED", "fencingToken": fence.to_string(), "leaseMs": millis(lease) })
@@ -227,6 +248,13 @@ fn hold(app: &std::sync::Arc<AppState>, store: &str, body: &[u8]) -> Result<Resp
         &f.string("owner")?,
         f.uint("leaseMs")?,
         f.uint("waitMs")?,
+    );
+    let events = events.counted(
+        app.service.metrics(),
+        Op::Hold,
+        Transport::Http,
+        store,
+        Outcome::of,
     )?;
     // Each event is one server-sent event; the `lost` event is the last.
     // When the client disconnects, hyper drops this body, which drops the
@@ -259,7 +287,13 @@ fn hold(app: &std::sync::Arc<AppState>, store: &str, body: &[u8]) -> Result<Resp
 async fn status(app: &AppState, store: &str, query: Option<&str>) -> Result<Response, ApiError> {
     let store = unescape(store).map_err(|e| malformed(format!("store name: {e}")))?;
     let resource_id = query_param(query, "resourceId")?;
-    let (info, waiters) = app.service.status(&store, &resource_id).await?;
+    let (info, waiters) = app.service.status(&store, &resource_id).await.counted(
+        app.service.metrics(),
+        Op::Status,
+        Transport::Http,
+        &store,
+        Outcome::of,
+    )?;
     let body = match info {
         Some(info) => json!({
             "held": true,
@@ -291,7 +325,14 @@ async fn list(app: &AppState, store: &str, query: Option<&str>) -> Result<Respon
             &query_param(query, "pageToken")?,
             page_size,
         )
-        .await?;
+        .await
+        .counted(
+            app.service.metrics(),
+            Op::List,
+            Transport::Http,
+            &store,
+            Outcome::of,
+        )?;
     let locks: Vec<Value> = page
         .locks
         .into_iter()
@@ -313,8 +354,14 @@ async fn force_unlock(app: &AppState, store: &str, body: &[u8]) -> Result<Respon
     let body = match app
         .service
         .force_unlock(store, &f.string("resourceId")?, &f.string("reason")?)
-        .await?
-    {
+        .await
+        .counted(
+            app.service.metrics(),
+            Op::ForceUnlock,
+            Transport::Http,
+            store,
+            Outcome::of,
+        )? {
         ForceRelease::Released { owner, fence } => {
             json!({ "released": true, "evictedOwner": owner, "evictedFencingToken": fence.to_string() })
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod admin;
 pub mod auth;
 pub mod embedded;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod grpc_v1;
 pub mod http;
 pub mod http_v1;
 pub mod json;
+pub mod metrics;
 pub mod scope;
 pub mod service;
 mod waiters;
@@ -149,6 +151,8 @@ pub struct ListenConfig {
     pub http_port: u16,
     /// gRPC port (0: any free port).
     pub grpc_port: u16,
+    /// Metrics and live view port (0: any free port; `None`: off).
+    pub metrics_port: Option<u16>,
     /// How long requests in flight may run on after shutdown begins.
     pub grace: Duration,
 }
@@ -158,6 +162,7 @@ pub struct ListenConfig {
 pub struct Listeners {
     http: TcpListener,
     grpc: TcpListener,
+    admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -171,9 +176,14 @@ impl Listeners {
                     .map_err(|err| format!("cannot listen for {what} on {addr}: {err}"))
             }
         };
+        let admin = match config.metrics_port {
+            Some(port) => Some(bind(port, "metrics").await?),
+            None => None,
+        };
         Ok(Listeners {
             http: bind(config.http_port, "HTTP").await?,
             grpc: bind(config.grpc_port, "gRPC").await?,
+            admin,
         })
     }
 
@@ -182,6 +192,11 @@ impl Listeners {
         self.http
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The bound metrics address, if metrics are on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound gRPC address.
@@ -225,7 +240,15 @@ pub async fn serve(
             .map_err(|err| format!("gRPC server failed: {err}"))
     });
 
+    let admin = listeners
+        .admin
+        .map(|listener| tokio::spawn(admin::serve_admin(listener, app.clone(), shutdown.clone())));
+
     shutdown.cancelled().await;
+    if let Some(admin) = admin {
+        // The admin listener has nothing in flight worth waiting for.
+        admin.abort();
+    }
     let drained = tokio::time::timeout(grace, async {
         let (http, grpc) = tokio::join!(http, grpc);
         for result in [http, grpc] {

@@ -16,6 +16,7 @@ use leasehold_stores::StoreContext;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::extended::{HoldClock, HoldRegistry};
+use crate::metrics::{Metrics, StoreOp};
 use crate::scope::KeyScope;
 use crate::waiters::WaitQueues;
 
@@ -73,6 +74,65 @@ pub struct StoreHandle {
     pub max_hold: Duration,
     /// What the store declared it can do.
     pub capabilities: Capabilities,
+    /// Whether the backend answered lately, and the last failure.
+    pub health: std::sync::Mutex<StoreHealth>,
+    /// A copy of `health.reachable`, read without the lock on every call.
+    pub reachable: std::sync::atomic::AtomicBool,
+}
+
+/// The truth about one store's backend, as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    /// Whether the last call or check reached the backend.
+    pub reachable: bool,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<std::time::SystemTime>,
+    /// When the backend was last seen, by a call or a check.
+    pub checked_at: Option<std::time::SystemTime>,
+}
+
+impl StoreHandle {
+    /// Record the result of a call or a health check. Failures of the
+    /// backend count; a store that only refuses (recovering, unsupported)
+    /// is still reachable.
+    pub fn record_health(&self, result: Result<(), &StoreError>) {
+        use leasehold_core::StoreErrorKind as K;
+        use std::sync::atomic::Ordering;
+        let failed = matches!(&result, Err(err) if matches!(err.kind(), K::Unavailable | K::Timeout | K::Backend));
+        if !failed && self.reachable.load(Ordering::Relaxed) {
+            // The common case: nothing changed, no lock taken.
+            return;
+        }
+        self.reachable.store(!failed, Ordering::Relaxed);
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::SystemTime::now();
+        health.checked_at = Some(now);
+        match result {
+            Err(err) if matches!(err.kind(), K::Unavailable | K::Timeout | K::Backend) => {
+                health.reachable = false;
+                health.last_error = Some(err.to_string());
+                health.last_error_at = Some(now);
+            }
+            _ => health.reachable = true,
+        }
+    }
+
+    /// Record a periodic health check: always stamps the time.
+    pub fn record_check(&self, result: Result<(), &StoreError>) {
+        self.reachable
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.record_health(result);
+    }
+
+    /// A copy of the current health.
+    pub fn health(&self) -> StoreHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The protocol-independent lock service.
@@ -84,6 +144,7 @@ pub struct LockService {
     pub(crate) waiters: Arc<WaitQueues>,
     pub(crate) holds: HoldRegistry,
     pub(crate) hold_clock: HoldClock,
+    metrics: Arc<Metrics>,
 }
 
 /// A component that passed validation, ready to open.
@@ -109,7 +170,9 @@ pub struct BuildError {
 impl LockService {
     /// A service over stores that are already open (tests, embedding).
     pub fn new(app_id: impl Into<String>, stores: Vec<StoreHandle>, limits: Limits) -> Self {
+        let metrics = Arc::new(Metrics::new(stores.iter().map(|h| h.name.clone())));
         LockService {
+            metrics,
             app_id: app_id.into(),
             stores: stores
                 .into_iter()
@@ -225,6 +288,12 @@ impl LockService {
                         max_lease,
                         max_hold,
                         capabilities,
+                        reachable: std::sync::atomic::AtomicBool::new(true),
+                        health: std::sync::Mutex::new(StoreHealth {
+                            reachable: true,
+                            checked_at: Some(std::time::SystemTime::now()),
+                            ..StoreHealth::default()
+                        }),
                     });
                     continue;
                 }
@@ -314,14 +383,18 @@ impl LockService {
                 format!("failed to try acquiring lock: {e}"),
             )
         })?;
-        self.call(handle.store.try_lock(&key, owner, ttl))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorKind::TryLockFailed,
-                    format!("failed to try acquiring lock: {e}"),
-                )
-            })
+        self.call(
+            handle,
+            StoreOp::TryLock,
+            handle.store.try_lock(&key, owner, ttl),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::TryLockFailed,
+                format!("failed to try acquiring lock: {e}"),
+            )
+        })
     }
 
     /// Dapr's Unlock.
@@ -338,7 +411,7 @@ impl LockService {
                 format!("failed to release lock: {e}"),
             )
         })?;
-        self.call(handle.store.unlock(&key, owner))
+        self.call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
             .await
             .map_err(|e| {
                 ApiError::new(
@@ -394,15 +467,31 @@ impl LockService {
         })
     }
 
-    /// Run one store call under the store timeout.
+    /// Run one store call under the store timeout, and measure it.
     pub async fn call<T>(
         &self,
-        op: impl Future<Output = Result<T, StoreError>>,
+        handle: &StoreHandle,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.limits.store_timeout, op).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.limits.store_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.limits.store_timeout)),
+        };
+        let error = result.as_ref().err().map(StoreError::kind);
+        self.metrics
+            .store_call(&handle.name, op, started.elapsed(), error);
+        handle.record_health(result.as_ref().map(|_| ()));
+        if let Some(kind) = error {
+            tracing::warn!(store = %handle.name, op = ?op, ?kind, "store call failed");
         }
+        result
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
 

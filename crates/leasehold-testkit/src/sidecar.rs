@@ -19,6 +19,8 @@ pub struct Sidecar {
     pub http: SocketAddr,
     /// The gRPC listener.
     pub grpc: SocketAddr,
+    /// The metrics listener, when on.
+    pub metrics: Option<SocketAddr>,
     /// A temporary data directory that lives as long as the sidecar, unless
     /// the caller passed its own `--data-dir`.
     pub dir: tempfile::TempDir,
@@ -48,6 +50,13 @@ impl Sidecar {
             .arg(http.to_string())
             .arg("--grpc-port")
             .arg(grpc.to_string());
+        if !options
+            .args
+            .iter()
+            .any(|a| a.starts_with("--metrics-port") || a.starts_with("--enable-metrics"))
+        {
+            command.arg("--metrics-port").arg("0");
+        }
         if !options.args.iter().any(|a| a == "--data-dir") {
             command.arg("--data-dir").arg(dir.path().join("data"));
         }
@@ -80,10 +89,12 @@ impl Sidecar {
             addresses.is_some()
         });
         let (http, grpc) = addresses.expect("ready line parsed");
+        let metrics = parse_metrics(&process.log_text());
         Sidecar {
             process,
             http,
             grpc,
+            metrics,
             dir,
         }
     }
@@ -117,4 +128,12 @@ pub fn parse_ready(log: &str) -> Option<(SocketAddr, SocketAddr)> {
         }
     }
     Some((http?, grpc?))
+}
+
+/// The `metrics=ADDR` of the ready line, when metrics are on.
+pub fn parse_metrics(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|line| line.starts_with(READY_PREFIX))?;
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("metrics="))
+        .and_then(|addr| addr.parse().ok())
 }
