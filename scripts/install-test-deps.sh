@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian machine: the real backend
-# servers the testkit starts (Redis, etcd, PostgreSQL) and the official Dapr
-# SDKs the compatibility tests drive. Safe to run again.
+# servers the testkit starts (Redis, etcd, PostgreSQL), Chromium for the live
+# view's browser test, and the official Dapr SDKs the compatibility tests
+# drive. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v etcd >/dev/null || need+=(etcd-server)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v node >/dev/null || need+=(nodejs npm)
+# The live view is tested in a real headless browser.
+command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need[*]}"
     $SUDO apt-get update -qq

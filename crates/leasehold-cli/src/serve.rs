@@ -106,6 +106,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     enable_metrics: bool,
 
+    /// Export traces over OTLP/HTTP (JSON) to this endpoint, e.g.
+    /// http://127.0.0.1:4318. Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+
     /// Log format: `text` for people, `json` for collectors.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -262,8 +267,22 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         }
         return ExitCode::from(exit::USAGE);
     }
+    let tracer = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let name =
+                std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "leasehold".to_owned());
+            match leasehold_server::trace::Tracer::otlp(endpoint, &name) {
+                Ok(tracer) => tracer,
+                Err(err) => {
+                    eprintln!("error: --otlp-endpoint: {err}");
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+        }
+        None => leasehold_server::trace::Tracer::off(),
+    };
     let service = match LockService::open(&args.app_id, validated, limits).await {
-        Ok(service) => Arc::new(service),
+        Ok(service) => Arc::new(service.with_tracer(tracer)),
         Err(err) => {
             eprintln!(
                 "error: {} lock store(s) could not start:",

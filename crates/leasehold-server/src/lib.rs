@@ -30,6 +30,7 @@ pub mod json;
 pub mod metrics;
 pub mod scope;
 pub mod service;
+pub mod trace;
 mod waiters;
 
 use auth::Auth;
@@ -222,7 +223,9 @@ pub async fn serve(
         // coalesce them.
         let _ = tcp.set_nodelay(true);
     });
-    let http = axum::serve(http_listener, http::router(app.clone()))
+    let tracer = app.service.tracer().clone();
+    let router = http::router(app.clone()).layer(trace::TraceLayer::new(tracer.clone()));
+    let http = axum::serve(http_listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let http = tokio::spawn(async move {
         http.await
@@ -232,6 +235,7 @@ pub async fn serve(
     let incoming =
         tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let grpc = tonic::transport::Server::builder()
+        .layer(trace::TraceLayer::new(tracer))
         .add_service(grpc::dapr_service(app.clone()))
         .add_service(grpc_v1::locks_service(app.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());

@@ -225,6 +225,19 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
+    /// The span name of this call.
+    pub fn span_name(self) -> &'static str {
+        match self {
+            StoreOp::TryLock => "store.try_lock",
+            StoreOp::Unlock => "store.unlock",
+            StoreOp::Renew => "store.renew",
+            StoreOp::Status => "store.status",
+            StoreOp::List => "store.list",
+            StoreOp::ForceUnlock => "store.force_unlock",
+            StoreOp::Watch => "store.watch",
+        }
+    }
+
     const ALL: [StoreOp; 7] = [
         StoreOp::TryLock,
         StoreOp::Unlock,

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::extended::{HoldClock, HoldRegistry};
 use crate::metrics::{Metrics, StoreOp};
 use crate::scope::KeyScope;
+use crate::trace::Tracer;
 use crate::waiters::WaitQueues;
 
 /// Bounds on what a request may ask for. Each refusal names the field and
@@ -145,6 +146,7 @@ pub struct LockService {
     pub(crate) holds: HoldRegistry,
     pub(crate) hold_clock: HoldClock,
     metrics: Arc<Metrics>,
+    tracer: Tracer,
 }
 
 /// A component that passed validation, ready to open.
@@ -173,6 +175,7 @@ impl LockService {
         let metrics = Arc::new(Metrics::new(stores.iter().map(|h| h.name.clone())));
         LockService {
             metrics,
+            tracer: Tracer::off(),
             app_id: app_id.into(),
             stores: stores
                 .into_iter()
@@ -475,18 +478,35 @@ impl LockService {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(self.limits.store_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.limits.store_timeout)),
+        let timed = async {
+            match tokio::time::timeout(self.limits.store_timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(self.limits.store_timeout)),
+            }
         };
+        let result =
+            crate::trace::child_span(&self.tracer, op.span_name(), &handle.name, timed).await;
         let error = result.as_ref().err().map(StoreError::kind);
         self.metrics
             .store_call(&handle.name, op, started.elapsed(), error);
         handle.record_health(result.as_ref().map(|_| ()));
-        if let Some(kind) = error {
-            tracing::warn!(store = %handle.name, op = ?op, ?kind, "store call failed");
+        if let Err(err) = &result {
+            let trace_id = crate::trace::current_trace_id();
+            tracing::warn!(store = %handle.name, op = ?op, trace_id, error = %err, "store call failed");
         }
         result
+    }
+
+    /// Export spans of store calls through `tracer`.
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The tracer in use.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
     }
 
     /// The service's metrics.

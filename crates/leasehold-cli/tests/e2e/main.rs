@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod dapr;
+mod ops;
 mod v1;
