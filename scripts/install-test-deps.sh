@@ -14,6 +14,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v etcd >/dev/null || need+=(etcd-server)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v node >/dev/null || need+=(nodejs npm)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 # The live view is tested in a real headless browser.
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then

@@ -281,13 +281,14 @@ fn parse_document(
         .and_then(|m| field(m, "namespace"))
         .and_then(scalar_text);
     let env_namespace = cx.env.var("NAMESPACE");
-    if let (Some(ours), Some(theirs)) = (&env_namespace, &namespace) {
-        if !theirs.is_empty() && ours != theirs {
-            return Some(Ok(Parsed::Skipped(format!(
-                "component {name:?} in {}: namespace {theirs:?} is not {ours:?}",
-                file.display()
-            ))));
-        }
+    if let (Some(ours), Some(theirs)) = (&env_namespace, &namespace)
+        && !theirs.is_empty()
+        && ours != theirs
+    {
+        return Some(Ok(Parsed::Skipped(format!(
+            "component {name:?} in {}: namespace {theirs:?} is not {ours:?}",
+            file.display()
+        ))));
     }
 
     let spec = field(doc, "spec");

@@ -277,6 +277,12 @@ pub trait LockStore: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// How many times the store has re-established its backend connection
+    /// since it opened (for metrics); `None` when it does not track it.
+    fn reconnections(&self) -> Option<u64> {
+        None
+    }
+
     /// Let go of connections and background tasks; called once at shutdown.
     async fn close(&self) {}
 }

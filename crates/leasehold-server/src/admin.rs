@@ -276,6 +276,16 @@ fn render_metrics(admin: &Admin) -> String {
         kind: "gauge",
         values: held,
     });
+    let reconnections: Vec<(String, f64)> = service
+        .stores()
+        .filter_map(|h| h.store.reconnections().map(|n| (format!("store=\"{}\"", escape(&h.name)), n as f64)))
+        .collect();
+    gauges.push(Gauge {
+        name: "leasehold_backend_reconnections_total",
+        help: "Times a store re-established its backend connection.",
+        kind: "counter",
+        values: reconnections,
+    });
     gauges.push(Gauge {
         name: "leasehold_waiters",
         help: "Requests waiting for a lock.",
@@ -392,6 +402,6 @@ mod tests {
         buckets[6] = 10; // <= 5 ms
         assert_eq!(quantile(&buckets, 0.5), 0.0001);
         assert_eq!(quantile(&buckets, 0.99), 0.005);
-        assert_eq!(quantile(&vec![0; 16], 0.5), 0.0);
+        assert_eq!(quantile(&[0; 16], 0.5), 0.0);
     }
 }

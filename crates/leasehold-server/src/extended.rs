@@ -78,16 +78,22 @@ pub enum HoldEvent {
 /// lease is lost, and says why.
 pub type HoldStream = mpsc::Receiver<Result<HoldEvent, ApiError>>;
 
+/// A key in one store.
+type HoldKey = (Arc<str>, String);
+
+/// The fence of an open Hold stream, and where to send its eviction.
+type Eviction = (Fence, oneshot::Sender<String>);
+
 /// When each held lock was first seen, so renewals can be capped.
 #[derive(Debug, Default)]
 pub(crate) struct HoldClock {
-    inner: Mutex<HashMap<(Arc<str>, String), (Fence, Instant)>>,
+    inner: Mutex<HashMap<HoldKey, (Fence, Instant)>>,
     /// Size after the last sweep; the map is swept when it doubles.
     swept_at: Mutex<usize>,
 }
 
 impl HoldClock {
-    fn map(&self) -> MutexGuard<'_, HashMap<(Arc<str>, String), (Fence, Instant)>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<HoldKey, (Fence, Instant)>> {
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -132,13 +138,13 @@ impl HoldClock {
 /// Open Hold streams, so force-unlock can end the evicted holder's stream.
 #[derive(Debug, Default)]
 pub(crate) struct HoldRegistry {
-    inner: Mutex<HashMap<(Arc<str>, String), Vec<(Fence, oneshot::Sender<String>)>>>,
+    inner: Mutex<HashMap<HoldKey, Vec<Eviction>>>,
 }
 
 impl HoldRegistry {
     fn map(
         &self,
-    ) -> MutexGuard<'_, HashMap<(Arc<str>, String), Vec<(Fence, oneshot::Sender<String>)>>> {
+    ) -> MutexGuard<'_, HashMap<HoldKey, Vec<Eviction>>> {
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -291,7 +297,7 @@ impl LockService {
         if wait.is_zero() {
             return self
                 .call(
-                    &handle,
+                    handle,
                     StoreOp::TryLock,
                     handle.store.try_lock(key, owner, lease),
                 )
@@ -308,12 +314,12 @@ impl LockService {
             // Watch first, then try: a release between the two still wakes
             // this waiter.
             let released = self
-                .call(&handle, StoreOp::Watch, handle.store.watch_release(key))
+                .call(handle, StoreOp::Watch, handle.store.watch_release(key))
                 .await
                 .map_err(store_failed)?;
             match self
                 .call(
-                    &handle,
+                    handle,
                     StoreOp::TryLock,
                     handle.store.try_lock(key, owner, lease),
                 )
@@ -340,7 +346,7 @@ impl LockService {
         let handle = self.lookup(store, resource_id, owner)?;
         let key = Self::key(handle, resource_id)?;
         let released = self
-            .call(&handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
+            .call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
             .await
             .map_err(store_failed)?;
         if released == Release::Released {
@@ -396,7 +402,7 @@ impl LockService {
             Some(known) => known,
             None => {
                 let Some(info) = self
-                    .call(&handle, StoreOp::Status, handle.store.status(key))
+                    .call(handle, StoreOp::Status, handle.store.status(key))
                     .await
                     .map_err(store_failed)?
                 else {
@@ -421,7 +427,7 @@ impl LockService {
         let granted = Duration::from_millis(granted.as_millis().max(1) as u64);
         match self
             .call(
-                &handle,
+                handle,
                 StoreOp::Renew,
                 handle.store.renew(key, owner, granted),
             )
@@ -460,7 +466,7 @@ impl LockService {
         require(handle, handle.capabilities.admin, "report status", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
         let info = self
-            .call(&handle, StoreOp::Status, handle.store.status(&key))
+            .call(handle, StoreOp::Status, handle.store.status(&key))
             .await
             .map_err(store_failed)?;
         Ok((info, self.waiters.len(&handle.name, &key)))
@@ -497,7 +503,7 @@ impl LockService {
             (!page_token.is_empty()).then(|| format!("{}{page_token}", handle.scope.prefix()));
         let found = self
             .call(
-                &handle,
+                handle,
                 StoreOp::List,
                 handle.store.list(&full_prefix, after.as_deref(), limit),
             )
@@ -546,7 +552,7 @@ impl LockService {
         );
         let outcome = self
             .call(
-                &handle,
+                handle,
                 StoreOp::ForceUnlock,
                 handle.store.force_unlock(&key),
             )
@@ -745,7 +751,7 @@ impl LockService {
     async fn end_hold(&self, handle: &StoreHandle, key: &str, owner: &str) {
         self.holds.unregister(&handle.name_arc, key);
         match self
-            .call(&handle, StoreOp::Unlock, handle.store.unlock(key, owner))
+            .call(handle, StoreOp::Unlock, handle.store.unlock(key, owner))
             .await
         {
             Ok(_) => self.hold_clock.forget(&handle.name_arc, key),

@@ -180,8 +180,8 @@ fn healthz(app: &AppState, query: Option<&str>) -> Response {
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("appid="));
-    if let Some(asked) = asked {
-        if unescape(asked)
+    if let Some(asked) = asked
+        && unescape(asked)
             .map(|a| a != app.service.app_id())
             .unwrap_or(true)
         {
@@ -190,7 +190,6 @@ fn healthz(app: &AppState, query: Option<&str>) -> Response {
                 "dapr app-id does not match",
             ));
         }
-    }
     no_content()
 }
 

@@ -66,10 +66,12 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
 
     cluster.kill(0);
     for _ in 0..3 {
+        let started = Instant::now();
         let err = store
             .try_lock("lock||recover||other", "owner", LONG)
             .await
             .expect_err("etcd is down");
+        eprintln!("while down: {err} after {:?}", started.elapsed());
         assert!(
             matches!(
                 err.kind(),
@@ -112,6 +114,42 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
         Acquire::Acquired { .. }
     ));
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_with_a_user_and_password() {
+    let Some(cluster) = EtcdCluster::single() else {
+        return;
+    };
+    let mut admin = etcd_client::Client::connect([cluster.members()[0].endpoint()], None)
+        .await
+        .expect("an admin connection");
+    admin.role_add("root").await.expect("role add");
+    admin
+        .user_add("root", "s3cret", None)
+        .await
+        .expect("user add");
+    admin.user_grant_role("root", "root").await.expect("grant");
+    admin.auth_enable().await.expect("auth enable");
+
+    let with = |password: &'static str| {
+        Config::from_metadata(&Metadata::from_pairs([
+            ("endpoints", cluster.endpoints().as_str()),
+            ("username", "root"),
+            ("password", password),
+            ("requestTimeout", "5s"),
+        ]))
+        .expect("valid metadata")
+    };
+    let err = EtcdStore::connect(with("wrong")).await.unwrap_err();
+    assert!(!err.to_string().contains("wrong"), "{err}");
+    let store = EtcdStore::connect(with("s3cret")).await.expect("connect");
+    let key = "lock||auth||a";
+    assert!(matches!(
+        store.try_lock(key, "owner", LONG).await.unwrap(),
+        Acquire::Acquired { .. }
+    ));
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
 }
 
 /// The member that leads the cluster now, by asking each member.
@@ -225,6 +263,11 @@ async fn three_members_survive_the_loss_of_the_leader() {
     for worker in workers {
         worker.await.expect("worker panicked");
     }
+    eprintln!(
+        "failover: {} grants ({at_kill} before the leader, member {leader}, was killed), {} errors",
+        record.successes.load(Ordering::SeqCst),
+        record.errors.load(Ordering::SeqCst)
+    );
     assert_eq!(
         record.overlaps.load(Ordering::SeqCst),
         0,
@@ -256,4 +299,40 @@ async fn three_members_survive_the_loss_of_the_leader() {
     );
     store.health().await.unwrap();
     drop(cluster);
+}
+
+struct FixedEnv(&'static [(&'static str, &'static str)]);
+
+impl leasehold_core::manifest::Env for FixedEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
+/// The example component file is valid as shipped.
+#[test]
+fn example_component_validates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/components/etcd.yaml");
+    let text = std::fs::read_to_string(&path).expect("example file");
+    let env = FixedEnv(&[]);
+    let cx = leasehold_core::manifest::LoadContext {
+        app_id: "app",
+        env: &env,
+    };
+    let mut loaded = leasehold_core::manifest::Loaded::default();
+    let mut errors = Vec::new();
+    leasehold_core::manifest::parse_file(&path, &text, cx, &mut loaded, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(loaded.components.len(), 1);
+    let store_cx = leasehold_stores::StoreContext {
+        app_id: "app".to_owned(),
+        data_dir: std::env::temp_dir(),
+    };
+    let config = leasehold_stores::validate(&loaded.components[0], &store_cx)
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    assert!(matches!(config, leasehold_stores::StoreConfig::Etcd(_)));
 }

@@ -82,6 +82,61 @@ async fn sidecars_share_one_table_and_hear_each_others_releases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_removes_old_rows_and_tokens_keep_growing() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let mut config = Config::from_metadata(&Metadata::from_pairs([
+        ("connectionString", server.connection_string().as_str()),
+        ("tableName", "swept"),
+        ("cleanupInterval", "100ms"),
+    ]))
+    .expect("valid metadata");
+    // Far below what production keeps, to see the sweep within the test.
+    config.tombstone_grace = Duration::ZERO;
+    let store = PostgresStore::connect(config).await.expect("connect");
+    let (client, connection) =
+        tokio_postgres::connect(&server.connection_string(), tokio_postgres::NoTls)
+            .await
+            .expect("a direct connection");
+    tokio::spawn(connection);
+    let rows = || async {
+        client
+            .query_one("SELECT count(*) FROM swept", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+    };
+
+    let key = "lock||sweep||a";
+    let live = "lock||sweep||live";
+    let first = match store.try_lock(key, "owner", LONG).await.unwrap() {
+        Acquire::Acquired { fence } => fence,
+        other => panic!("{other:?}"),
+    };
+    store.try_lock(live, "owner", LONG).await.unwrap();
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rows().await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the released row was never swept"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    // The live lock was left alone, and a new grant of the swept key gets
+    // a greater token.
+    assert_eq!(
+        store.try_lock(live, "intruder", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    match store.try_lock(key, "next", LONG).await.unwrap() {
+        Acquire::Acquired { fence } => assert!(fence > first),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refuses_a_database_that_is_not_there() {
     let port = leasehold_testkit::free_port();
     let connection = format!("host=127.0.0.1 port={port} user=postgres");
@@ -119,10 +174,12 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
         .await
         .expect("the watcher was woken when the listener broke");
     for _ in 0..3 {
+        let started = Instant::now();
         let err = store
             .try_lock("lock||recover||other", "owner", LONG)
             .await
             .expect_err("postgres is down");
+        eprintln!("while down: {err} after {:?}", started.elapsed());
         assert!(
             matches!(
                 err.kind(),
@@ -163,4 +220,43 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
         .await
         .expect("release heard after the listener reconnected");
     drop(server);
+}
+
+struct FixedEnv(&'static [(&'static str, &'static str)]);
+
+impl leasehold_core::manifest::Env for FixedEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    }
+}
+
+/// The example component file is valid as shipped.
+#[test]
+fn example_component_validates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/components/postgresql.yaml");
+    let text = std::fs::read_to_string(&path).expect("example file");
+    let env = FixedEnv(&[(
+        "LOCKS_PG_CONNECTION_STRING",
+        "host=127.0.0.1 port=5432 user=leasehold password=hunter2 dbname=locks",
+    )]);
+    let cx = leasehold_core::manifest::LoadContext {
+        app_id: "app",
+        env: &env,
+    };
+    let mut loaded = leasehold_core::manifest::Loaded::default();
+    let mut errors = Vec::new();
+    leasehold_core::manifest::parse_file(&path, &text, cx, &mut loaded, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(loaded.components.len(), 1);
+    let store_cx = leasehold_stores::StoreContext {
+        app_id: "app".to_owned(),
+        data_dir: std::env::temp_dir(),
+    };
+    let config = leasehold_stores::validate(&loaded.components[0], &store_cx)
+        .unwrap_or_else(|errors| panic!("{errors:?}"));
+    assert!(matches!(config, leasehold_stores::StoreConfig::Postgres(_)));
 }

@@ -39,7 +39,10 @@ impl Postgres {
     /// binaries are missing outside CI; see [`crate::find_binary`].
     pub fn start() -> Option<Postgres> {
         let postgres = find_binary("postgres", "LEASEHOLD_POSTGRES_BIN", &[DEBIAN_BIN_DIR])?;
-        let bin_dir = postgres
+        // The other programs sit beside the real binary, which a link on
+        // PATH (as in /usr/local/bin) may point to.
+        let bin_dir = std::fs::canonicalize(&postgres)
+            .unwrap_or(postgres)
             .parent()
             .expect("a binary path has a parent")
             .to_owned();
@@ -91,6 +94,17 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A program of the server's installation: beside `postgres`, else on
+    /// PATH.
+    fn tool(&self, name: &str) -> PathBuf {
+        let beside = self.bin_dir.join(name);
+        if beside.is_file() {
+            beside
+        } else {
+            PathBuf::from(name)
+        }
+    }
+
     fn as_server_user(&self, command: &mut Command) {
         if let Some((uid, gid)) = self.user {
             command.uid(uid).gid(gid);
@@ -101,7 +115,7 @@ impl Postgres {
         let log = self.dir.path().join("initdb.log");
         let out = std::fs::File::create(&log).expect("cannot create a log file");
         let err = out.try_clone().expect("cannot clone a log file handle");
-        let mut command = Command::new(self.bin_dir.join("initdb"));
+        let mut command = Command::new(self.tool("initdb"));
         command
             .arg("-D")
             .arg(&self.data_dir)
@@ -122,7 +136,7 @@ impl Postgres {
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new(self.bin_dir.join("postgres"));
+        let mut command = Command::new(self.tool("postgres"));
         command
             .arg("-D")
             .arg(&self.data_dir)
@@ -146,14 +160,13 @@ impl Postgres {
     }
 
     fn wait_ready(&mut self) {
-        let isready = self.bin_dir.join("pg_isready");
+        let isready = self.tool("pg_isready");
         let port = self.port.to_string();
         wait_until(START_TIMEOUT, "postgres to accept connections", || {
-            let out = Command::new(&isready)
-                .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-                .output();
-            eprintln!("{out:?}");
-            out.is_ok_and(|out| out.status.success())
+            Command::new(&isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+                .status()
+                .is_ok_and(|status| status.success())
         });
     }
 

@@ -59,6 +59,8 @@ const MAX_ATTEMPTS: u32 = 8;
 
 /// gRPC status codes, compared by number (`tonic::Code` is not a direct
 /// dependency of this crate).
+const GRPC_CANCELLED: i32 = 1;
+const GRPC_UNKNOWN: i32 = 2;
 const GRPC_DEADLINE_EXCEEDED: i32 = 4;
 const GRPC_UNAVAILABLE: i32 = 14;
 
@@ -318,7 +320,7 @@ impl EtcdStore {
             if !(self.retry && transient && attempt < MAX_ATTEMPTS)
                 || Instant::now() + pause >= deadline
             {
-                return Err(map_error(what, &self.endpoints, err));
+                return Err(map_error(what, &self.endpoints, self.request_timeout, err));
             }
             tracing::debug!(what, attempt, error = %err, "etcd rpc failed; trying again");
             sleep(pause).await;
@@ -409,31 +411,67 @@ impl EtcdStore {
     }
 }
 
-fn grpc_code(err: &etcd_client::Error) -> Option<i32> {
+/// Whether the RPC failed because a member could not be reached, the
+/// connection broke under it, or the member lost its leader.
+///
+/// gRPC reports a connection that broke under a call as "cancelled" (though
+/// nobody cancelled it) or as "unknown" with the local transport error as
+/// its source; a status that etcd itself sent never has a source.
+fn is_transient(err: &etcd_client::Error) -> bool {
     match err {
-        etcd_client::Error::GRpcStatus(status) => Some(status.code() as i32),
-        _ => None,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
+            GRPC_UNAVAILABLE | GRPC_CANCELLED => true,
+            GRPC_UNKNOWN => std::error::Error::source(status).is_some(),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
-fn is_transient(err: &etcd_client::Error) -> bool {
-    matches!(
-        err,
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)
-    ) || grpc_code(err) == Some(GRPC_UNAVAILABLE)
+/// `message` followed by the chain of causes that starts at `source`.
+fn describe(mut message: String, mut source: Option<&dyn std::error::Error>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
-fn map_error(what: &str, endpoints: &str, err: etcd_client::Error) -> StoreError {
+fn map_error(
+    what: &str,
+    endpoints: &str,
+    request_timeout: Duration,
+    err: etcd_client::Error,
+) -> StoreError {
+    let transient = is_transient(&err);
     if let etcd_client::Error::GRpcStatus(status) = &err {
-        let message = format!("etcd {what} at {endpoints}: {}", status.message());
+        // A status's own text is its message; its `Display` adds metadata.
+        let text = describe(
+            status.message().to_owned(),
+            std::error::Error::source(status),
+        );
+        let message = format!("etcd {what} at {endpoints}: {text}");
         return match status.code() as i32 {
-            GRPC_UNAVAILABLE => StoreError::Unavailable(message),
-            GRPC_DEADLINE_EXCEEDED => StoreError::Backend(message),
+            GRPC_DEADLINE_EXCEEDED => StoreError::Timeout(request_timeout),
+            _ if transient => StoreError::Unavailable(message),
             _ => StoreError::Backend(message),
         };
     }
-    let message = format!("etcd {what} at {endpoints}: {err}");
-    if is_transient(&err) {
+    // The client's error has no `source`; its transport error does.
+    let cause = match &err {
+        etcd_client::Error::TransportError(inner) => std::error::Error::source(inner),
+        etcd_client::Error::IoError(inner) => std::error::Error::source(inner),
+        _ => None,
+    };
+    let text = describe(err.to_string(), cause);
+    let message = format!("etcd {what} at {endpoints}: {text}");
+    if transient {
         StoreError::Unavailable(message)
     } else {
         StoreError::Backend(message)
@@ -695,7 +733,14 @@ impl LockStore for EtcdStore {
                     "etcd closed the watch stream before confirming it".to_owned(),
                 ));
             }
-            Ok(Err(err)) => return Err(map_error("watch", &self.endpoints, err)),
+            Ok(Err(err)) => {
+                return Err(map_error(
+                    "watch",
+                    &self.endpoints,
+                    self.request_timeout,
+                    err,
+                ));
+            }
             Err(_) => return Err(StoreError::Timeout(self.request_timeout)),
         }
         Ok(Box::pin(async move {

@@ -27,7 +27,7 @@
 //! tombstone (with `expires_at` in the past) so that the next grant of the
 //! key takes it over and draws its token after the row is locked. A
 //! periodic, bounded `DELETE` (through the index on `expires_at`) removes
-//! tombstones older than [`TOMBSTONE_GRACE`], far longer than any statement
+//! tombstones older than [`TOMBSTONE_GRACE`] (by default), far longer than any statement
 //! may run (`statement_timeout` is set to the request timeout), so no grant
 //! can ever get a token smaller than one issued before for the same key.
 //!
@@ -38,6 +38,7 @@
 //! `prefer` (the default) connects without TLS.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -88,8 +89,9 @@ const MAX_TABLE_NAME: usize = 40;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// The parsed connection string (its `Debug` hides the password).
-    pub connection: tokio_postgres::Config,
+    /// The parsed connection string (its `Debug` hides the password);
+    /// boxed, because it is large next to the other stores' configurations.
+    pub connection: Box<tokio_postgres::Config>,
     /// The table; also the stem of the sequence, index and channel names.
     pub table: String,
     /// How long one operation may take; also the `statement_timeout`.
@@ -100,6 +102,9 @@ pub struct Config {
     pub max_conns: usize,
     /// How often tombstones are swept; `None` turns the sweeper off.
     pub cleanup_interval: Option<Duration>,
+    /// How long a released or expired row is kept (not read from metadata;
+    /// it must stay far above `timeout`, see the module docs).
+    pub tombstone_grace: Duration,
 }
 
 impl Config {
@@ -190,12 +195,13 @@ impl Config {
             .finish()
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         Ok(Config {
-            connection: connection.expect("a parse failure was reported above"),
+            connection: Box::new(connection.expect("a parse failure was reported above")),
             table,
             timeout,
             connect_timeout,
             max_conns,
             cleanup_interval,
+            tombstone_grace: TOMBSTONE_GRACE,
         })
     }
 }
@@ -282,11 +288,16 @@ impl Sql {
                  WHERE key = $1 AND expires_at > now()
                  RETURNING owner, fence, pg_notify('{channel}', {payload}) IS NULL AS quiet"
             ),
+            // The outer condition is checked again on the newest version
+            // of a row that a grant took over meanwhile, so a live lock is
+            // never deleted; both sides go through the expires_at index.
             cleanup: format!(
-                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
-                     SELECT ctid FROM {table}
+                "DELETE FROM {table}
+                 WHERE key IN (
+                     SELECT key FROM {table}
                      WHERE expires_at < now() - $1::bigint * interval '1 second'
-                     LIMIT $2))"
+                     LIMIT $2)
+                 AND expires_at < now() - $1::bigint * interval '1 second'"
             ),
             listen: format!("LISTEN {channel}"),
             channel,
@@ -340,7 +351,7 @@ fn prefix_successor(prefix: &str) -> Option<String> {
 }
 
 fn ttl_millis(ttl: Duration) -> i64 {
-    let whole = ttl.as_millis() + u128::from(ttl.subsec_nanos() % 1_000_000 > 0);
+    let whole = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
     i64::try_from(whole.max(1)).unwrap_or(i64::MAX)
 }
 
@@ -376,18 +387,33 @@ fn map_error(what: &str, err: &tokio_postgres::Error, timeout: Duration) -> Stor
         return StoreError::Unavailable(format!("postgres {what}: the connection is closed"));
     }
     // Anything else that is not the database's answer is the connection's
-    // fault: refused, reset, unreachable.
-    StoreError::Unavailable(format!("postgres {what}: {err}"))
+    // fault: refused, reset, unreachable. The cause is in the source chain.
+    let mut message = format!("postgres {what}: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::Unavailable(message)
 }
 
 /// The pool: a fixed set of slots, each holding a connection that is
-/// (re)opened on demand. Requests are spread over the slots in turn.
+/// (re)opened on demand.
+///
+/// Every request on a key goes to the slot chosen by a hash of the key.
+/// A connection runs its requests in the order they were sent, so a
+/// request that was sent and then abandoned by its caller (a dropped
+/// future) still runs before that caller's next request on the same key:
+/// an unlock after a cancelled acquire sees the lock the acquire took.
 #[derive(Debug)]
 struct Pool {
     config: tokio_postgres::Config,
     sql: Arc<Sql>,
     slots: Box<[Mutex<Option<Arc<Conn>>>]>,
+    /// Round robin for requests that name no key.
     next: AtomicUsize,
+    hasher: RandomState,
     connect_timeout: Duration,
     timeout: Duration,
 }
@@ -452,11 +478,15 @@ impl Pool {
         }))
     }
 
-    /// A live connection: the next slot's, reopened if it broke. While the
-    /// database is down every call tries one connect, which fails at once
+    /// A live connection: the key's slot's (or the next slot's, for no
+    /// key), reopened if it broke. While the database is down every call tries one connect, which fails at once
     /// with a refused connection, so errors come back fast.
-    async fn get(&self) -> Result<Arc<Conn>, StoreError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+    async fn get(&self, key: Option<&str>) -> Result<Arc<Conn>, StoreError> {
+        let spread = match key {
+            Some(key) => self.hasher.hash_one(key) as usize,
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        let index = spread % self.slots.len();
         let slot = &self.slots[index];
         if let Some(conn) = lock(slot).as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(conn.clone());
@@ -488,9 +518,11 @@ struct Listener {
 
 #[derive(Debug)]
 struct ListenConn {
-    // Kept so that the connection stays open.
-    _client: Client,
+    client: Client,
     alive: AtomicBool,
+    /// Ends this listener without waking the watchers: another listener
+    /// serves them.
+    retire: CancellationToken,
 }
 
 impl Listener {
@@ -539,7 +571,7 @@ impl PostgresStore {
     /// Connect, create the table, sequence and index if missing, and start
     /// the sweeper.
     pub async fn connect(config: Config) -> Result<PostgresStore, StoreError> {
-        let mut connection = config.connection.clone();
+        let mut connection = *config.connection;
         // A statement can never outlive the request that sent it; the
         // tombstone grace relies on this bound.
         let bound = format!("-c statement_timeout={}", config.timeout.as_millis());
@@ -561,6 +593,7 @@ impl PostgresStore {
             sql: sql.clone(),
             slots: (0..config.max_conns).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            hasher: RandomState::new(),
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
         });
@@ -576,11 +609,16 @@ impl PostgresStore {
         }
         drop(client);
         // Fail now, not at the first request, if statements do not prepare.
-        pool.get().await?;
+        pool.get(None).await?;
 
         let stop = CancellationToken::new();
         if let Some(every) = config.cleanup_interval {
-            tokio::spawn(sweep(Arc::downgrade(&pool), every, stop.clone()));
+            tokio::spawn(sweep(
+                Arc::downgrade(&pool),
+                every,
+                config.tombstone_grace,
+                stop.clone(),
+            ));
         }
         Ok(PostgresStore {
             pool,
@@ -594,13 +632,13 @@ impl PostgresStore {
     }
 
     /// Run `op` on a pooled connection within the request timeout.
-    async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, what: &str, key: Option<&str>, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let deadline = self.deadline();
-        let conn = match timeout_at(deadline, self.pool.get()).await {
+        let conn = match timeout_at(deadline, self.pool.get(key)).await {
             Ok(conn) => conn?,
             Err(_) => return Err(StoreError::Timeout(self.pool.timeout)),
         };
@@ -618,18 +656,22 @@ impl PostgresStore {
             return Ok(());
         }
         let (client, mut connection) = self.pool.open_client().await?;
-        let alive = Arc::new(ListenConn {
-            _client: client,
+        let conn = Arc::new(ListenConn {
+            client,
             alive: AtomicBool::new(true),
+            retire: self.stop.child_token(),
         });
         let listener = Arc::downgrade(&self.listener);
         let channel = self.pool.sql.channel.clone();
-        let task_conn = alive.clone();
-        let stop = self.stop.clone();
+        let task_conn = conn.clone();
         tokio::spawn(async move {
+            let mut retired = false;
             loop {
                 let message = tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = task_conn.retire.cancelled() => {
+                        retired = true;
+                        break;
+                    }
                     message = std::future::poll_fn(|cx| connection.poll_message(cx)) => message,
                 };
                 match message {
@@ -650,21 +692,37 @@ impl PostgresStore {
             // Marked dead before the wake-up, so a watcher that registers
             // after it opens a new listener.
             task_conn.alive.store(false, Ordering::SeqCst);
-            if let Some(listener) = listener.upgrade() {
+            if !retired && let Some(listener) = listener.upgrade() {
+                // Nobody hears releases any more: wake every watcher, who
+                // tries again and subscribes anew.
                 listener.wake_all();
             }
         });
         let listen = timeout(
             self.pool.timeout,
-            alive._client.batch_execute(&self.pool.sql.listen),
+            conn.client.batch_execute(&self.pool.sql.listen),
         )
         .await;
-        match listen {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(map_error("listen", &err, self.pool.timeout)),
-            Err(_) => return Err(StoreError::Timeout(self.pool.timeout)),
+        let failed = match listen {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(map_error("listen", &err, self.pool.timeout)),
+            Err(_) => Some(StoreError::Timeout(self.pool.timeout)),
+        };
+        if let Some(err) = failed {
+            conn.retire.cancel();
+            return Err(err);
         }
-        *lock(&self.listener.current) = Some(alive);
+        let mut current = lock(&self.listener.current);
+        if current
+            .as_ref()
+            .is_some_and(|other| other.alive.load(Ordering::SeqCst))
+        {
+            // A concurrent watch opened one first; one is enough.
+            drop(current);
+            conn.retire.cancel();
+        } else {
+            *current = Some(conn);
+        }
         Ok(())
     }
 }
@@ -688,7 +746,7 @@ impl LockStore for PostgresStore {
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<Acquire, StoreError> {
         let millis = ttl_millis(ttl);
         let row = self
-            .run("acquire", |conn| async move {
+            .run("acquire", Some(key), |conn| async move {
                 conn.client
                     .query_opt(&conn.acquire, &[&key, &owner, &millis])
                     .await
@@ -704,7 +762,7 @@ impl LockStore for PostgresStore {
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
         let row = self
-            .run("release", |conn| async move {
+            .run("release", Some(key), |conn| async move {
                 conn.client.query_opt(&conn.release, &[&key, &owner]).await
             })
             .await?;
@@ -718,7 +776,7 @@ impl LockStore for PostgresStore {
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {
         let millis = ttl_millis(ttl);
         let row = self
-            .run("renew", |conn| async move {
+            .run("renew", Some(key), |conn| async move {
                 conn.client
                     .query_opt(&conn.renew, &[&key, &owner, &millis])
                     .await
@@ -735,7 +793,7 @@ impl LockStore for PostgresStore {
 
     async fn status(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
         let row = self
-            .run("status", |conn| async move {
+            .run("status", Some(key), |conn| async move {
                 conn.client.query_opt(&conn.status, &[&key]).await
             })
             .await?;
@@ -765,7 +823,7 @@ impl LockStore for PostgresStore {
         let successor = prefix_successor(prefix);
         let sql = self.pool.sql.list(successor.is_some());
         let rows = self
-            .run("list", |conn| async move {
+            .run("list", None, |conn| async move {
                 match &successor {
                     Some(upper) => {
                         conn.client
@@ -790,7 +848,7 @@ impl LockStore for PostgresStore {
 
     async fn force_unlock(&self, key: &str) -> Result<ForceRelease, StoreError> {
         let row = self
-            .run("force-unlock", |conn| async move {
+            .run("force-unlock", Some(key), |conn| async move {
                 conn.client.query_opt(&conn.force, &[&key]).await
             })
             .await?;
@@ -829,7 +887,7 @@ impl LockStore for PostgresStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        self.run("health check", |conn| async move {
+        self.run("health check", None, |conn| async move {
             conn.client.simple_query("SELECT 1").await
         })
         .await
@@ -838,17 +896,25 @@ impl LockStore for PostgresStore {
 
     async fn close(&self) {
         self.stop.cancel();
+        // Pending watches would never hear anything again.
+        self.listener.wake_all();
     }
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.listener.wake_all();
     }
 }
 
 /// Remove old tombstones in bounded batches through the `expires_at` index.
-async fn sweep(pool: std::sync::Weak<Pool>, every: Duration, stop: CancellationToken) {
+async fn sweep(
+    pool: std::sync::Weak<Pool>,
+    every: Duration,
+    grace: Duration,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; nothing is old enough yet.
@@ -859,9 +925,11 @@ async fn sweep(pool: std::sync::Weak<Pool>, every: Duration, stop: CancellationT
             _ = tick.tick() => {}
         }
         let Some(pool) = pool.upgrade() else { return };
-        let grace = i64::try_from(TOMBSTONE_GRACE.as_secs()).unwrap_or(i64::MAX);
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         for _ in 0..CLEANUP_BATCHES {
-            let Ok(conn) = pool.get().await else { break };
+            let Ok(conn) = pool.get(None).await else {
+                break;
+            };
             let deleted = timeout(
                 pool.timeout,
                 conn.client
