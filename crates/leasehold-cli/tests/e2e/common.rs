@@ -46,11 +46,25 @@ pub(crate) struct Backend {
 /// server binary is missing is left out (loudly) outside CI; in CI the
 /// testkit fails the test instead.
 pub(crate) fn backends() -> Vec<Backend> {
-    let backends = vec![Backend {
+    let mut backends = vec![Backend {
         name: "memory",
         component: component("lock.in-memory", &[("restartGuard", "false")]),
         _guard: Box::new(()),
     }];
+    if let Some(etcd) = leasehold_testkit::etcd::EtcdCluster::single() {
+        backends.push(Backend {
+            name: "etcd",
+            component: component("lock.etcd", &[("endpoints", &etcd.endpoints())]),
+            _guard: Box::new(etcd),
+        });
+    }
+    if let Some(postgres) = leasehold_testkit::postgres::Postgres::start() {
+        backends.push(Backend {
+            name: "postgres",
+            component: component("lock.postgresql", &[("connectionString", &postgres.connection_string())]),
+            _guard: Box::new(postgres),
+        });
+    }
     backends
 }
 
