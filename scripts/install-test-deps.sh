@@ -15,6 +15,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v node >/dev/null || need+=(nodejs npm)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# The TLS tests make certificates with openssl and call the sidecar with curl.
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 # The live view is tested in a real headless browser.
 command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then

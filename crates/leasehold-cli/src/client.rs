@@ -37,6 +37,30 @@ pub(crate) struct Connection {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// PEM CA bundle to verify an https:// endpoint.
+    #[arg(long, env = "LEASEHOLD_TLS_CA", global = true, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for a sidecar that requires one.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_CLIENT_CERT",
+        global = true,
+        requires = "tls_client_key",
+        value_name = "FILE"
+    )]
+    tls_client_cert: Option<std::path::PathBuf>,
+
+    /// PEM key of --tls-client-cert.
+    #[arg(
+        long,
+        env = "LEASEHOLD_TLS_CLIENT_KEY",
+        global = true,
+        requires = "tls_client_cert",
+        value_name = "FILE"
+    )]
+    tls_client_key: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -47,6 +71,21 @@ impl Connection {
         }
         if let Some(owner) = owner {
             config = config.with_owner(owner);
+        }
+        let endpoint = config.endpoint.clone();
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|err| leasehold_client::Error::Connect {
+                endpoint: endpoint.clone(),
+                message: format!("cannot read {}: {err}", path.display()),
+            })
+        };
+        if let Some(ca) = &self.tls_ca {
+            let pem = read(ca)?;
+            config = config.with_tls_ca(pem);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+            let (cert, key) = (read(cert)?, read(key)?);
+            config = config.with_tls_identity(cert, key);
         }
         Client::connect(config).await
     }

@@ -106,6 +106,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     enable_metrics: bool,
 
+    /// PEM certificate chain: serve HTTP and gRPC over TLS (with --tls-key).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Open connections allowed per listener; more wait to be accepted
+    /// (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+
+    /// Requests allowed per second over HTTP and gRPC together; more are
+    /// refused with 429 / RESOURCE_EXHAUSTED (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_request_rate: u32,
+
     /// Export traces over OTLP/HTTP (JSON) to this endpoint, e.g.
     /// http://127.0.0.1:4318. Off when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -300,6 +322,16 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         http_port: args.http_port,
         grpc_port: args.grpc_port,
         metrics_port: args.enable_metrics.then_some(args.metrics_port),
+        max_connections: args.max_connections,
+        max_request_rate: args.max_request_rate,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(leasehold_server::net::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            }),
+            _ => None,
+        },
         grace: args.shutdown_grace,
     };
     let listeners = match Listeners::bind(&listen).await {
@@ -320,7 +352,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             .as_deref()
             .and_then(Token::new),
     };
-    let app = AppState::new(service, auth, args.max_body_size);
+    let app = AppState::with_rate(service, auth, args.max_body_size, args.max_request_rate);
     let stores: Vec<String> = app
         .components()
         .into_iter()
@@ -331,9 +363,10 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         .admin_addr()
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
-        "leasehold ready http={} grpc={} metrics={metrics} app_id={:?} stores={} startup_ms={:.1}",
+        "leasehold ready http={} grpc={} metrics={metrics} tls={} app_id={:?} stores={} startup_ms={:.1}",
         listeners.http_addr(),
         listeners.grpc_addr(),
+        if args.tls_cert.is_some() { "on" } else { "off" },
         args.app_id,
         stores.join(","),
         started.elapsed().as_secs_f64() * 1000.0

@@ -67,6 +67,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The owner name used by guards; a random one per client by default.
     pub owner: String,
+    /// PEM CA bundle to verify an `https://` endpoint with (the system's
+    /// roots are not used).
+    pub tls_ca: Option<Vec<u8>>,
+    /// PEM certificate and key to present, for servers that require client
+    /// certificates.
+    pub tls_identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for Config {
@@ -77,6 +83,8 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("connect_timeout", &self.connect_timeout)
             .field("owner", &self.owner)
+            .field("tls_ca", &self.tls_ca.is_some())
+            .field("tls_identity", &self.tls_identity.is_some())
             .finish()
     }
 }
@@ -96,6 +104,8 @@ impl Config {
             admin_token: None,
             connect_timeout: Duration::from_secs(5),
             owner: random_owner(),
+            tls_ca: None,
+            tls_identity: None,
         }
     }
 
@@ -134,6 +144,24 @@ impl Config {
     #[must_use]
     pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
+        self
+    }
+
+    /// Verify an `https://` endpoint against this PEM CA bundle.
+    #[must_use]
+    pub fn with_tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Present this PEM certificate and key (mutual TLS).
+    #[must_use]
+    pub fn with_tls_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_identity = Some((cert_pem.into(), key_pem.into()));
         self
     }
 
@@ -296,10 +324,25 @@ impl Client {
             endpoint: config.endpoint.clone(),
             message,
         };
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| fail(e.to_string()))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            match &config.tls_ca {
+                Some(ca) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                None => {
+                    return Err(fail(
+                        "an https:// endpoint needs a CA bundle (Config::with_tls_ca)".to_owned(),
+                    ));
+                }
+            }
+            if let Some((cert, key)) = &config.tls_identity {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| fail(e.to_string()))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| fail(e.to_string()))?;
         let tokens = Tokens {
             api: metadata_value("api token", config.api_token.as_ref())?,

@@ -278,7 +278,11 @@ fn render_metrics(admin: &Admin) -> String {
     });
     let reconnections: Vec<(String, f64)> = service
         .stores()
-        .filter_map(|h| h.store.reconnections().map(|n| (format!("store=\"{}\"", escape(&h.name)), n as f64)))
+        .filter_map(|h| {
+            h.store
+                .reconnections()
+                .map(|n| (format!("store=\"{}\"", escape(&h.name)), n as f64))
+        })
         .collect();
     gauges.push(Gauge {
         name: "leasehold_backend_reconnections_total",

@@ -54,6 +54,9 @@ impl EmbeddedServer {
             http_port: 0,
             grpc_port: 0,
             metrics_port: None,
+            max_connections: 0,
+            max_request_rate: 0,
+            tls: None,
             grace: Duration::from_secs(1),
         };
         let listeners = Listeners::bind(&listen).await?;

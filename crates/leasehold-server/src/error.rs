@@ -40,6 +40,8 @@ pub enum ErrorKind {
     Unavailable,
     /// `/v1.0/healthz?appid=` named another app.
     HealthAppIdMismatch,
+    /// Over the request rate limit.
+    TooManyRequests,
 }
 
 impl ErrorKind {
@@ -111,6 +113,11 @@ impl ErrorKind {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ERR_UNAVAILABLE",
                 Code::Unavailable,
+            ),
+            TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "ERR_TOO_MANY_REQUESTS",
+                Code::ResourceExhausted,
             ),
             HealthAppIdMismatch => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -142,9 +142,7 @@ pub(crate) struct HoldRegistry {
 }
 
 impl HoldRegistry {
-    fn map(
-        &self,
-    ) -> MutexGuard<'_, HashMap<HoldKey, Vec<Eviction>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<HoldKey, Vec<Eviction>>> {
         self.inner
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())

@@ -36,6 +36,17 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
     let is_health =
         *method == Method::GET && (path == "/v1.0/healthz" || path == "/v1.0/healthz/outbound");
     if !is_health {
+        if let Some(limit) = &app.rate
+            && !limit.allow()
+        {
+            return error(&ApiError::new(
+                ErrorKind::TooManyRequests,
+                format!(
+                    "request rate above the limit of {} per second",
+                    limit.per_second()
+                ),
+            ));
+        }
         let presented = parts.headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes);
         if app.auth.check_api(presented).is_err() {
             return plain(StatusCode::UNAUTHORIZED, "invalid api token\n");
@@ -184,12 +195,12 @@ fn healthz(app: &AppState, query: Option<&str>) -> Response {
         && unescape(asked)
             .map(|a| a != app.service.app_id())
             .unwrap_or(true)
-        {
-            return error(&ApiError::new(
-                ErrorKind::HealthAppIdMismatch,
-                "dapr app-id does not match",
-            ));
-        }
+    {
+        return error(&ApiError::new(
+            ErrorKind::HealthAppIdMismatch,
+            "dapr app-id does not match",
+        ));
+    }
     no_content()
 }
 

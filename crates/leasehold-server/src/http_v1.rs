@@ -98,11 +98,12 @@ impl Fields {
 fn query_param(query: Option<&str>, name: &str) -> Result<String, ApiError> {
     for pair in query.unwrap_or_default().split('&') {
         if let Some((key, value)) = pair.split_once('=')
-            && key == name {
-                return unescape(value)
-                    .map(|v| v.into_owned())
-                    .map_err(|e| malformed(format!("query parameter `{name}`: {e}")));
-            }
+            && key == name
+        {
+            return unescape(value)
+                .map(|v| v.into_owned())
+                .map_err(|e| malformed(format!("query parameter `{name}`: {e}")));
+        }
     }
     Ok(String::new())
 }

@@ -28,6 +28,7 @@ pub mod http;
 pub mod http_v1;
 pub mod json;
 pub mod metrics;
+pub mod net;
 pub mod scope;
 pub mod service;
 pub mod trace;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The largest request body accepted over HTTP.
     pub max_body_bytes: usize,
+    /// The request rate limit, if any.
+    pub rate: Option<Arc<net::RateLimit>>,
 }
 
 /// One store as the metadata endpoints describe it.
@@ -66,10 +69,22 @@ pub struct ComponentInfo {
 impl AppState {
     /// Shared state over a service.
     pub fn new(service: Arc<LockService>, auth: Auth, max_body_bytes: usize) -> Arc<Self> {
+        Self::with_rate(service, auth, max_body_bytes, 0)
+    }
+
+    /// The same, with at most `max_request_rate` requests a second (0: no
+    /// limit).
+    pub fn with_rate(
+        service: Arc<LockService>,
+        auth: Auth,
+        max_body_bytes: usize,
+        max_request_rate: u32,
+    ) -> Arc<Self> {
         Arc::new(AppState {
             service,
             auth,
             max_body_bytes,
+            rate: net::RateLimit::new(max_request_rate),
         })
     }
 
@@ -154,6 +169,12 @@ pub struct ListenConfig {
     pub grpc_port: u16,
     /// Metrics and live view port (0: any free port; `None`: off).
     pub metrics_port: Option<u16>,
+    /// Open connections allowed per listener (0: no limit).
+    pub max_connections: usize,
+    /// Requests allowed per second over both front ends (0: no limit).
+    pub max_request_rate: u32,
+    /// TLS for the HTTP and gRPC listeners.
+    pub tls: Option<net::TlsSettings>,
     /// How long requests in flight may run on after shutdown begins.
     pub grace: Duration,
 }
@@ -164,11 +185,18 @@ pub struct Listeners {
     http: TcpListener,
     grpc: TcpListener,
     admin: Option<TcpListener>,
+    config: ListenConfig,
 }
 
 impl Listeners {
     /// Bind both ports; an error names the one that failed.
     pub async fn bind(config: &ListenConfig) -> Result<Self, String> {
+        // Certificates are read before any port is bound, so a bad file
+        // stops the start cleanly.
+        if let Some(tls) = &config.tls {
+            tls.rustls()?;
+            tls.tonic()?;
+        }
         let bind = |port: u16, what: &'static str| {
             let addr = SocketAddr::new(config.address, port);
             async move {
@@ -185,6 +213,7 @@ impl Listeners {
             http: bind(config.http_port, "HTTP").await?,
             grpc: bind(config.grpc_port, "gRPC").await?,
             admin,
+            config: config.clone(),
         })
     }
 
@@ -216,14 +245,20 @@ pub async fn serve(
     grace: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    use axum::serve::ListenerExt;
-
-    let http_listener = listeners.http.tap_io(|tcp| {
-        // Lock calls are small request/response pairs: never wait to
-        // coalesce them.
-        let _ = tcp.set_nodelay(true);
-    });
+    let config = &listeners.config;
     let tracer = app.service.tracer().clone();
+    let http_tls = config
+        .tls
+        .as_ref()
+        .map(net::TlsSettings::rustls)
+        .transpose()?;
+    let http_listener = net::HttpListener::new(
+        listeners.http,
+        net::connection_limit(config.max_connections),
+        http_tls,
+        shutdown.clone(),
+    )
+    .map_err(|err| format!("HTTP listener: {err}"))?;
     let router = http::router(app.clone()).layer(trace::TraceLayer::new(tracer.clone()));
     let http = axum::serve(http_listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -232,9 +267,18 @@ pub async fn serve(
             .map_err(|err| format!("HTTP server failed: {err}"))
     });
 
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.tonic()?)
+            .map_err(|err| format!("gRPC TLS: {err}"))?;
+    }
+    let incoming = net::tonic_incoming(
+        listeners.grpc,
+        net::connection_limit(config.max_connections),
+    );
+    let grpc = builder
+        .layer(net::GrpcRateLayer::new(app.rate.clone()))
         .layer(trace::TraceLayer::new(tracer))
         .add_service(grpc::dapr_service(app.clone()))
         .add_service(grpc_v1::locks_service(app.clone()))

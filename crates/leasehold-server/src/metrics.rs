@@ -162,7 +162,8 @@ impl Outcome {
             | K::Unauthorized
             | K::Forbidden
             | K::RouteNotFound
-            | K::Unsupported => Outcome::Invalid,
+            | K::Unsupported
+            | K::TooManyRequests => Outcome::Invalid,
             _ => Outcome::Error,
         }
     }

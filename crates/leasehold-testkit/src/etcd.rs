@@ -97,6 +97,37 @@ impl EtcdMember {
     pub fn healthy(&self) -> bool {
         http_get(self.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
     }
+
+    /// Whether the member leads the cluster, by its own status; `None` when
+    /// it does not answer. Asked through etcd's JSON gateway, so tests need
+    /// no etcd client of their own.
+    pub fn is_leader(&self) -> Option<bool> {
+        let body = gateway(self.client_port, "/v3/maintenance/status", "{}")?;
+        let member = json_scalar(&body, "member_id")?;
+        let leader = json_scalar(&body, "leader")?;
+        Some(member == leader)
+    }
+
+    /// Create the user `name` with etcd's `root` role and turn
+    /// authentication on for the whole cluster.
+    pub fn enable_auth(&self, name: &str, password: &str) -> Result<(), String> {
+        let steps = [
+            ("/v3/auth/role/add", r#"{"name":"root"}"#.to_owned()),
+            (
+                "/v3/auth/user/add",
+                format!(r#"{{"name":"{name}","password":"{password}"}}"#),
+            ),
+            (
+                "/v3/auth/user/grant",
+                format!(r#"{{"user":"{name}","role":"root"}}"#),
+            ),
+            ("/v3/auth/enable", "{}".to_owned()),
+        ];
+        for (path, body) in steps {
+            gateway(self.client_port, path, &body).ok_or_else(|| format!("etcd {path} failed"))?;
+        }
+        Ok(())
+    }
 }
 
 /// A cluster of one or more etcd members, killed when dropped.
@@ -172,6 +203,13 @@ impl EtcdCluster {
         &mut self.members[index]
     }
 
+    /// The member that leads the cluster now, by asking each member.
+    pub fn leader(&self) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|member| member.is_leader() == Some(true))
+    }
+
     /// Kill member `index` at once (SIGKILL), keeping its data.
     pub fn kill(&mut self, index: usize) {
         self.members[index].kill();
@@ -219,13 +257,42 @@ impl EtcdCluster {
 
 /// A bounded HTTP/1.0 GET on 127.0.0.1; the body, or `None` on any failure.
 fn http_get(port: u16, path: &str) -> Option<String> {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+}
+
+/// A POST of JSON to etcd's gateway; the body of a 200 answer, or `None`.
+fn gateway(port: u16, path: &str, json: &str) -> Option<String> {
+    http(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
+    )
+}
+
+/// The text of the first scalar field `name` in a JSON document (the
+/// gateway writes 64-bit integers as strings); enough for the flat answers
+/// read here.
+fn json_scalar(body: &str, name: &str) -> Option<String> {
+    let at = body.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let value = body[at..].trim_start().trim_start_matches('"');
+    let end = value.find(['"', ',', '}'])?;
+    Some(value[..end].trim().to_owned())
+}
+
+/// One bounded HTTP/1.0 exchange on 127.0.0.1; the body of a 200 answer.
+fn http(port: u16, request: &str) -> Option<String> {
     let timeout = Duration::from_secs(2);
     let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
             .ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     // HTTP/1.0: the server closes the connection after the body.
     stream.take(64 * 1024).read_to_string(&mut response).ok()?;

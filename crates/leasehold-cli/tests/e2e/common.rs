@@ -61,7 +61,10 @@ pub(crate) fn backends() -> Vec<Backend> {
     if let Some(postgres) = leasehold_testkit::postgres::Postgres::start() {
         backends.push(Backend {
             name: "postgres",
-            component: component("lock.postgresql", &[("connectionString", &postgres.connection_string())]),
+            component: component(
+                "lock.postgresql",
+                &[("connectionString", &postgres.connection_string())],
+            ),
             _guard: Box::new(postgres),
         });
     }

@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod dapr;
 mod ops;
+mod security;
 mod v1;
