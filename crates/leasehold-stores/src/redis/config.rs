@@ -107,8 +107,9 @@ pub struct ReplicaAck {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Standalone, Sentinel or quorum.
-    pub mode: Mode,
+    /// Standalone, Sentinel or quorum (boxed: the largest part, and the
+    /// registry keeps every store's configuration in one enum).
+    pub mode: Box<Mode>,
     /// `redisUsername` (ACL user).
     pub username: Option<String>,
     /// `redisPassword`.
@@ -136,12 +137,12 @@ impl Config {
     /// embedding.
     pub fn standalone(host: &str, port: u16) -> Self {
         Config {
-            mode: Mode::Standalone {
+            mode: Box::new(Mode::Standalone {
                 addr: Addr {
                     host: host.to_owned(),
                     port,
                 },
-            },
+            }),
             username: None,
             password: None,
             db: 0,
@@ -167,7 +168,7 @@ impl Config {
 
     /// The number of masters that must agree (1 unless in quorum mode).
     pub fn majority(&self) -> usize {
-        match &self.mode {
+        match &*self.mode {
             Mode::Quorum { masters, .. } => masters.len() / 2 + 1,
             _ => 1,
         }
@@ -308,7 +309,7 @@ fn read(r: &mut MetadataReader<'_>) -> Option<Config> {
     };
 
     Some(Config {
-        mode,
+        mode: Box::new(mode),
         username,
         password,
         db,
@@ -514,7 +515,7 @@ mod tests {
     fn dapr_defaults() {
         let config = parse(&[("redisHost", "localhost:6380"), ("redisPassword", "")]).unwrap();
         assert_eq!(
-            config.mode,
+            *config.mode,
             Mode::Standalone {
                 addr: Addr {
                     host: "localhost".to_owned(),
@@ -532,15 +533,15 @@ mod tests {
     #[test]
     fn host_without_port_gets_redis_port_or_6379() {
         let config = parse(&[("redisHost", "cache")]).unwrap();
-        assert!(matches!(config.mode, Mode::Standalone { addr } if addr.port == 6379));
+        assert!(matches!(*config.mode, Mode::Standalone { addr } if addr.port == 6379));
         let config = parse(&[("redisHost", "cache"), ("redisPort", "7000")]).unwrap();
-        assert!(matches!(config.mode, Mode::Standalone { addr } if addr.port == 7000));
+        assert!(matches!(*config.mode, Mode::Standalone { addr } if addr.port == 7000));
         assert!(
             errors(&[("redisHost", "cache:7001"), ("redisPort", "7000")]).contains("redisPort")
         );
         let config = parse(&[("redisHost", "[::1]:7000")]).unwrap();
         assert!(
-            matches!(config.mode, Mode::Standalone { addr } if addr.host == "::1" && addr.port == 7000)
+            matches!(*config.mode, Mode::Standalone { addr } if addr.host == "::1" && addr.port == 7000)
         );
     }
 
@@ -610,7 +611,7 @@ mod tests {
             ("sentinelPassword", "hunter2"),
         ])
         .unwrap();
-        match &config.mode {
+        match &*config.mode {
             Mode::Sentinel {
                 sentinels,
                 master_name,

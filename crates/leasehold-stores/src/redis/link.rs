@@ -82,6 +82,10 @@ pub(crate) struct Link {
     /// Serialises dialing, so a burst of calls after a failure opens one
     /// connection, not one each.
     dialing: tokio::sync::Mutex<()>,
+    /// Failed dials so far, and what the last one said: calls that waited
+    /// behind a failed dial fail with it instead of dialing again.
+    failed_dials: AtomicU64,
+    last_dial_error: Mutex<String>,
     next_id: AtomicU64,
 }
 
@@ -103,12 +107,14 @@ impl Link {
             io_timeout: config.io_timeout,
             current: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
+            failed_dials: AtomicU64::new(0),
+            last_dial_error: Mutex::new(String::new()),
             next_id: AtomicU64::new(1),
         }
     }
 
     pub(crate) fn targets(config: &Config) -> Vec<Target> {
-        match &config.mode {
+        match &*config.mode {
             Mode::Standalone { addr } => vec![Target::Direct(addr.clone())],
             Mode::Sentinel {
                 sentinels,
@@ -171,13 +177,36 @@ impl Link {
         if let Some(open) = self.slot().clone() {
             return Ok(open);
         }
+        let failures_before = self.failed_dials.load(Ordering::Acquire);
         let _dialing = self.dialing.lock().await;
         if let Some(open) = self.slot().clone() {
             return Ok(open);
         }
-        let info = self.resolve().await?;
+        // A dial failed while this call waited its turn: Redis is down, and
+        // dialing again at once would only make this call wait longer.
+        if self.failed_dials.load(Ordering::Acquire) != failures_before {
+            let last = self
+                .last_dial_error
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .clone();
+            return Err(StoreError::Unavailable(last));
+        }
+        let (info, connection) = match self.locate_and_dial().await {
+            Ok(found) => found,
+            Err(err) => {
+                *self
+                    .last_dial_error
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner()) = match &err {
+                    StoreError::Unavailable(message) => message.clone(),
+                    other => other.to_string(),
+                };
+                self.failed_dials.fetch_add(1, Ordering::AcqRel);
+                return Err(err);
+            }
+        };
         let addr = info.addr().to_string();
-        let connection = self.dial(info).await?;
         let open = Open {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             addr,
@@ -197,8 +226,25 @@ impl Link {
 
     /// The address of the master, asking the sentinels if there are any.
     pub(crate) async fn resolve(&self) -> Result<ConnectionInfo, StoreError> {
+        self.locate().await.map(|(info, _)| info)
+    }
+
+    /// The master's address and a connection to it.
+    async fn locate_and_dial(&self) -> Result<(ConnectionInfo, MultiplexedConnection), StoreError> {
+        match self.locate().await? {
+            (info, Some(connection)) => Ok((info, connection)),
+            (info, None) => {
+                let connection = self.dial(info.clone()).await?;
+                Ok((info, connection))
+            }
+        }
+    }
+
+    /// The master's address, and with Sentinel the connection that checked
+    /// its role (worth keeping rather than dialing again).
+    async fn locate(&self) -> Result<(ConnectionInfo, Option<MultiplexedConnection>), StoreError> {
         match &self.target {
-            Target::Direct(addr) => self.info_for(addr),
+            Target::Direct(addr) => Ok((self.info_for(addr)?, None)),
             Target::Sentinel {
                 sentinels,
                 master_name,
@@ -211,7 +257,7 @@ impl Link {
                         .ask_sentinel(sentinel, master_name, username, password)
                         .await
                     {
-                        Ok(info) => return Ok(info),
+                        Ok((info, connection)) => return Ok((info, Some(connection))),
                         Err(problem) => problems.push(format!("{sentinel}: {problem}")),
                     }
                 }
@@ -236,7 +282,7 @@ impl Link {
         master_name: &str,
         username: &Option<String>,
         password: &Option<Secret>,
-    ) -> Result<ConnectionInfo, String> {
+    ) -> Result<(ConnectionInfo, MultiplexedConnection), String> {
         let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(username) = username {
             settings = settings.set_username(username);
@@ -273,7 +319,7 @@ impl Link {
             .await
             .map_err(|failure| failure.into_error("role query").to_string())?;
         match role.first() {
-            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(master),
+            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok((master, probe)),
             _ => Err(format!("{host}:{port} is not a master yet")),
         }
     }
@@ -317,7 +363,20 @@ impl Link {
     /// Send `cmd` once on the shared connection. A broken connection is
     /// dropped so that the next call opens a new one.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+        self.query_tracked(cmd, None).await
+    }
+
+    /// [`Link::query`], recording in `used` the id of the connection the
+    /// command went out on (for `WAIT`).
+    async fn query_tracked<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        used: Option<&AtomicU64>,
+    ) -> Result<T, Failure> {
         let mut open = self.connection().await.map_err(Failure::NotSent)?;
+        if let Some(used) = used {
+            used.store(open.id, Ordering::Release);
+        }
         let result = self.query_on(&mut open.connection, cmd).await;
         if let Err(failure) = &result {
             match failure {
@@ -341,36 +400,52 @@ impl Link {
     ///
     /// The commands are built before the returned future starts, so it
     /// borrows nothing from the slices passed in.
+    ///
+    /// With `used`, the id of the connection the script went out on is
+    /// recorded there, for [`Link::wait_replicas`].
     pub(crate) fn eval<'a, T: FromRedisValue + Send + 'a>(
         &'a self,
         lua: &'a Lua,
         keys: &[&str],
         args: &[&str],
+        used: Option<&'a AtomicU64>,
     ) -> impl Future<Output = Result<T, Failure>> + Send + use<'a, T> {
         let mut by_sha = redis::cmd("EVALSHA");
         by_sha.arg(&lua.sha).arg(keys.len()).arg(keys).arg(args);
         let mut by_code = redis::cmd("EVAL");
         by_code.arg(lua.code).arg(keys.len()).arg(keys).arg(args);
         async move {
-            match self.query(&by_sha).await {
+            match self.query_tracked(&by_sha, used).await {
                 Err(Failure::NotSent(StoreError::Backend(message)))
                     if message.starts_with("NOSCRIPT") =>
                 {
-                    self.query(&by_code).await
+                    self.query_tracked(&by_code, used).await
                 }
                 other => other,
             }
         }
     }
 
-    /// Send `WAIT replicas timeout` on the connection the last write used,
-    /// and return how many replicas acknowledged.
+    /// Send `WAIT replicas timeout` on connection `written_on`, the one the
+    /// write went out on, and return how many replicas acknowledged.
+    ///
+    /// `WAIT` counts the writes of its own connection: on any other it would
+    /// answer at once and prove nothing. So if that connection has been
+    /// replaced since, the acknowledgement is reported as lost.
     pub(crate) async fn wait_replicas(
         &self,
         replicas: u32,
         timeout: Duration,
+        written_on: u64,
     ) -> Result<u32, Failure> {
-        let mut open = self.connection().await.map_err(Failure::NotSent)?;
+        let mut open = match self.slot().clone() {
+            Some(open) if open.id == written_on => open,
+            _ => {
+                return Err(Failure::Lost(
+                    "the connection of the write was replaced before WAIT".to_owned(),
+                ));
+            }
+        };
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(replicas).arg(timeout.as_millis() as u64);
         let budget = self.io_timeout + timeout;

@@ -84,7 +84,7 @@ impl RedisStore {
             .into_iter()
             .map(|target| Node::new(Link::new(target, &config), scripts.clone(), &config))
             .collect();
-        let failover = matches!(config.mode, Mode::Sentinel { .. });
+        let failover = matches!(*config.mode, Mode::Sentinel { .. });
         // A quorum starts with a minority of its masters down, as it runs.
         let may_fail = nodes.len() - config.majority();
         let mut unreachable = Vec::new();
@@ -136,7 +136,7 @@ impl RedisStore {
             // quorum rests on timing assumptions.
             consistency: Consistency::BestEffort,
         };
-        let backend = match &config.mode {
+        let backend = match &*config.mode {
             Mode::Quorum {
                 clock_drift_factor,
                 node_timeout,
@@ -191,14 +191,20 @@ impl Nonces {
     }
 }
 
+/// `WAIT` for the replicas after a grant that went out on connection
+/// `written_on`; a grant they did not acknowledge is taken back.
 async fn acknowledged(
     node: &Node,
     ack: ReplicaAck,
+    written_on: u64,
     key: &str,
     owner: &str,
     nonce: &str,
 ) -> Result<(), StoreError> {
-    let acks = node.link().wait_replicas(ack.replicas, ack.timeout).await;
+    let acks = node
+        .link()
+        .wait_replicas(ack.replicas, ack.timeout, written_on)
+        .await;
     match acks {
         Ok(acks) if acks >= ack.replicas => Ok(()),
         other => {
@@ -229,9 +235,13 @@ impl LockStore for RedisStore {
         let nonce = self.nonces.next();
         match &self.backend {
             Backend::Single { node, replica_ack } => {
-                let outcome = node.acquire(key, owner, ttl, &nonce).await?;
+                let used = AtomicU64::new(0);
+                let outcome = node
+                    .acquire_on(key, owner, ttl, &nonce, Some(&used))
+                    .await?;
                 if let (Acquire::Acquired { .. }, Some(ack)) = (outcome, replica_ack) {
-                    acknowledged(node, *ack, key, owner, &self.nonces.next()).await?;
+                    let written_on = used.load(Ordering::Acquire);
+                    acknowledged(node, *ack, written_on, key, owner, &self.nonces.next()).await?;
                 }
                 Ok(outcome)
             }
@@ -250,9 +260,14 @@ impl LockStore for RedisStore {
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {
         match &self.backend {
             Backend::Single { node, replica_ack } => {
-                let outcome = node.renew(key, owner, ttl).await?;
+                let used = AtomicU64::new(0);
+                let outcome = node.renew_on(key, owner, ttl, Some(&used)).await?;
                 if let (Renewal::Renewed { .. }, Some(ack)) = (outcome, replica_ack) {
-                    let acks = node.link().wait_replicas(ack.replicas, ack.timeout).await;
+                    let written_on = used.load(Ordering::Acquire);
+                    let acks = node
+                        .link()
+                        .wait_replicas(ack.replicas, ack.timeout, written_on)
+                        .await;
                     if !matches!(acks, Ok(n) if n >= ack.replicas) {
                         return Err(StoreError::Unavailable(format!(
                             "the renewal was not acknowledged by {} replicas within {:?}",

@@ -3,6 +3,7 @@
 //! second send recognise what the first one did.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use leasehold_core::{
@@ -12,7 +13,7 @@ use redis::Value;
 
 use super::config::Config;
 use super::link::{Failure, Link};
-use super::scripts::{FENCE_PREFIX, Scripts, fence_key};
+use super::scripts::{COUNTER_KEY, FENCE_PREFIX, Scripts, fence_key};
 use super::watch::Watcher;
 
 /// How many keys one `SCAN` step asks for.
@@ -119,14 +120,28 @@ impl Node {
         ttl: Duration,
         nonce: &str,
     ) -> Result<Acquire, StoreError> {
+        self.acquire_on(key, owner, ttl, nonce, None).await
+    }
+
+    /// [`Node::acquire`], recording in `used` the connection the grant went
+    /// out on (for `replicaAck`).
+    pub(crate) async fn acquire_on(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        nonce: &str,
+        used: Option<&AtomicU64>,
+    ) -> Result<Acquire, StoreError> {
         let fence = fence_key(key);
         let ttl_ms = ttl.as_millis().max(1).to_string();
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
                 self.link.eval::<(i64, i64)>(
                     &self.scripts.acquire,
-                    &[key, &fence],
+                    &[key, &fence, COUNTER_KEY],
                     &[owner, &ttl_ms, nonce],
+                    used,
                 )
             })
             .await;
@@ -154,8 +169,9 @@ impl Node {
                 let flag = if retry { "1" } else { "0" };
                 self.link.eval::<i64>(
                     &self.scripts.release,
-                    &[key, &fence],
+                    &[key, &fence, COUNTER_KEY],
                     &[owner, nonce, flag, &self.channel],
+                    None,
                 )
             })
             .await;
@@ -187,13 +203,29 @@ impl Node {
         owner: &str,
         ttl: Duration,
     ) -> Result<Renewal, StoreError> {
+        self.renew_on(key, owner, ttl, None).await
+    }
+
+    /// [`Node::renew`], recording in `used` the connection the renewal went
+    /// out on (for `replicaAck`).
+    pub(crate) async fn renew_on(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        used: Option<&AtomicU64>,
+    ) -> Result<Renewal, StoreError> {
         let fence = fence_key(key);
         let ttl_ms = ttl.as_millis().max(1).to_string();
         // Renewing twice is the same as renewing once: safe to resend.
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
-                self.link
-                    .eval::<(i64, i64)>(&self.scripts.renew, &[key, &fence], &[owner, &ttl_ms])
+                self.link.eval::<(i64, i64)>(
+                    &self.scripts.renew,
+                    &[key, &fence, COUNTER_KEY],
+                    &[owner, &ttl_ms],
+                    used,
+                )
             })
             .await;
         match result {
@@ -211,8 +243,12 @@ impl Node {
         let fence = fence_key(key);
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
-                self.link
-                    .eval::<Vec<Value>>(&self.scripts.status, &[key, &fence], &[])
+                self.link.eval::<Vec<Value>>(
+                    &self.scripts.status,
+                    &[key, &fence, COUNTER_KEY],
+                    &[],
+                    None,
+                )
             })
             .await;
         let reply = result.map_err(|failure| Self::error("status", failure, maybe_sent))?;
@@ -238,8 +274,12 @@ impl Node {
         // free and report "not found" for a lease the first send evicted.
         let (result, maybe_sent) = self
             .retrying(0, |_| {
-                self.link
-                    .eval::<Vec<Value>>(&self.scripts.force, &[key, &fence], &[&self.channel])
+                self.link.eval::<Vec<Value>>(
+                    &self.scripts.force,
+                    &[key, &fence, COUNTER_KEY],
+                    &[&self.channel],
+                    None,
+                )
             })
             .await;
         let reply = result.map_err(|failure| Self::error("force-unlock", failure, maybe_sent))?;
@@ -265,8 +305,12 @@ impl Node {
         let token = token.to_string();
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
-                self.link
-                    .eval::<i64>(&self.scripts.raise, &[key, &fence], &[&token, nonce])
+                self.link.eval::<i64>(
+                    &self.scripts.raise,
+                    &[key, &fence, COUNTER_KEY],
+                    &[&token, nonce],
+                    None,
+                )
             })
             .await;
         result
@@ -293,11 +337,9 @@ impl Node {
                 .query(&cmd)
                 .await
                 .map_err(|failure| failure.into_error("list"))?;
-            keys.extend(
-                batch
-                    .into_iter()
-                    .filter(|key| key.starts_with(prefix) && !key.starts_with(FENCE_PREFIX)),
-            );
+            keys.extend(batch.into_iter().filter(|key| {
+                key.starts_with(prefix) && !key.starts_with(FENCE_PREFIX) && key != COUNTER_KEY
+            }));
             if next == 0 || keys.len() >= LIST_SCAN_LIMIT {
                 break;
             }

@@ -173,7 +173,7 @@ impl Quorum {
         let outcomes = join_all(
             self.nodes
                 .iter()
-                .map(|node| node.release(key, owner, nonce)),
+                .map(|node| bounded(self.node_timeout, node.release(key, owner, nonce))),
         )
         .await;
         let (mut released, mut missing, mut other) = (0, 0, 0);

@@ -2,16 +2,20 @@
 //! atomically on the Redis server and a dropped call never leaves half a
 //! lock.
 //!
-//! Every script takes the same two keys:
+//! Every script takes the same three keys:
 //!
 //! * `KEYS[1]`, the lock key exactly as daprd writes it: a string whose value
 //!   is the owner, with a `PX` expiry. daprd's `SET k owner EX s NX` and its
 //!   unlock script see leasehold's locks and the other way round.
 //! * `KEYS[2]`, the fence hash of that lock key, which daprd never touches.
-//!   Its fields: `counter` (the last token handed out for the key; never
-//!   deleted, so tokens keep growing), `token`, `owner` and `nonce` (the
-//!   current leasehold grant), and `released` (the nonce of the last unlock
-//!   call that released the key).
+//!   Its fields: `token`, `owner` and `nonce` (the current leasehold grant),
+//!   and `released` (the nonce of the last unlock call that released the
+//!   key). It outlives the lease by a minute (60000 ms in the scripts), long
+//!   enough for any retry of a call, and then goes away, so a keyspace of
+//!   short-lived keys does not grow.
+//! * `KEYS[3]`, the token counter of the whole database
+//!   ([`COUNTER_KEY`]): the last token handed out. It is never deleted, so
+//!   tokens grow per key and across keys.
 //!
 //! The nonces make retries safe after a lost reply: the same call sent again
 //! recognises its own earlier effect (see the reference page).
@@ -63,13 +67,17 @@ const ACQUIRE: &str = r#"
 local holder = redis.call('GET', KEYS[1])
 if holder then
   if holder == ARGV[1] and redis.call('HGET', KEYS[2], 'nonce') == ARGV[3] then
+    -- Rewritten so that this connection has a write after the grant in the
+    -- replication stream, which a following WAIT then covers.
+    redis.call('HSET', KEYS[2], 'nonce', ARGV[3])
     return {1, tonumber(redis.call('HGET', KEYS[2], 'token'))}
   end
   return {0, 0}
 end
-local token = redis.call('HINCRBY', KEYS[2], 'counter', 1)
+local token = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], 'token', token, 'owner', ARGV[1], 'nonce', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + 60000)
 return {1, token}
 "#;
 
@@ -85,6 +93,7 @@ if not holder then return -1 end
 if holder ~= ARGV[1] then return -2 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[2], 'released', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], 60000)
 redis.call('PUBLISH', ARGV[4], KEYS[1])
 return 1
 "#;
@@ -97,6 +106,9 @@ local holder = redis.call('GET', KEYS[1])
 if not holder then return {-1, 0} end
 if holder ~= ARGV[1] then return {-2, 0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) + 60000 then
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + 60000)
+end
 local token = 0
 if redis.call('HGET', KEYS[2], 'owner') == holder then
   token = tonumber(redis.call('HGET', KEYS[2], 'token'))
@@ -139,9 +151,9 @@ return {holder, token}
 /// ARGV: token, call nonce. Returns 1.
 const RAISE: &str = r#"
 local wanted = tonumber(ARGV[1])
-local counter = tonumber(redis.call('HGET', KEYS[2], 'counter') or '0')
+local counter = tonumber(redis.call('GET', KEYS[3]) or '0')
 if counter < wanted then
-  redis.call('HSET', KEYS[2], 'counter', ARGV[1])
+  redis.call('SET', KEYS[3], ARGV[1])
 end
 if redis.call('HGET', KEYS[2], 'nonce') == ARGV[2] then
   redis.call('HSET', KEYS[2], 'token', ARGV[1])
@@ -154,6 +166,11 @@ return 1
 pub(crate) fn fence_key(key: &str) -> String {
     format!("leasehold-fence||{key}")
 }
+
+/// The token counter. It holds no `||`, so it is never a fence hash, and
+/// daprd's keys (`<appId>||<resourceId>` or `lock||...`) always do unless
+/// `keyPrefix: none` is used with this very resource id.
+pub(crate) const COUNTER_KEY: &str = "leasehold-fence-counter";
 
 /// The prefix of every fence hash, so that listing can leave them out.
 pub(crate) const FENCE_PREFIX: &str = "leasehold-fence||";

@@ -144,9 +144,12 @@ async fn subscribe_loop(
         match subscribe(&link, &channel).await {
             Ok((sink, stream, addr)) => {
                 pause = Duration::from_millis(50);
-                shared.live.send_replace(true);
-                // Messages may have been missed before this subscription.
+                // Messages may have been missed before this subscription:
+                // wake whoever waits, then let new waiters in. In this order,
+                // a waiter that registers on the new subscription is not
+                // woken for nothing.
                 shared.wake_all();
+                shared.live.send_replace(true);
                 listen(&link, &shared, &stop, sink, stream, &addr).await;
                 shared.live.send_replace(false);
                 shared.wake_all();
