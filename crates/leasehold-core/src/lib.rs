@@ -6,7 +6,7 @@
 //! * [`manifest`] reads Dapr component YAML into [`manifest::Component`]s.
 //! * [`metadata`] parses component metadata values the way daprd does
 //!   (case-insensitive names, Go durations, Go booleans).
-//! * With the `testsuite` feature, [`testsuite`] is the conformance suite that
+//! * With the `testsuite` feature, `testsuite` is the conformance suite that
 //!   every store runs in its own tests.
 //!
 //! This crate does no I/O apart from reading component files.

@@ -1,4 +1,4 @@
-//! The leasehold sidecar: one [`LockService`](service::LockService) behind an
+//! The leasehold sidecar: one [`service::LockService`] behind an
 //! HTTP front end ([`http`], axum) and a gRPC front end ([`grpc`], tonic).
 //!
 //! ```text

@@ -13,7 +13,7 @@
 //! Mutexes are `std` ones held for a few map operations and never across an
 //! `.await`. Fencing tokens come from one counter for the whole store, so
 //! they grow per key and across keys, and the restart guard (see
-//! [`guard`]) keeps them growing across restarts.
+//! docs/stores/in-memory.md) keeps them growing across restarts.
 
 mod guard;
 
