@@ -51,6 +51,13 @@ pub(crate) fn backends() -> Vec<Backend> {
         component: component("lock.in-memory", &[("restartGuard", "false")]),
         _guard: Box::new(()),
     }];
+    if let Some(redis) = leasehold_testkit::redis::RedisServer::start() {
+        backends.push(Backend {
+            name: "redis",
+            component: component("lock.redis", &[("redisHost", &redis.addr())]),
+            _guard: Box::new(redis),
+        });
+    }
     if let Some(etcd) = leasehold_testkit::etcd::EtcdCluster::single() {
         backends.push(Backend {
             name: "etcd",

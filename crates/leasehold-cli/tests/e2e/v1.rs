@@ -681,3 +681,70 @@ fn http_forms_of_the_v1_api() {
         assert!(openapi.text().starts_with("openapi: 3"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_stopped_by_a_paused_backend_end_the_stream_before_expiry() {
+    // Redis is frozen (SIGSTOP) under a held lock: renewals cannot get
+    // through, so the stream must end with the loss before the lease can
+    // run out, and only then may another owner be granted the lock.
+    let Some(redis) = leasehold_testkit::redis::RedisServer::start() else {
+        return;
+    };
+    let backend = Backend {
+        name: "redis",
+        component: crate::common::component(
+            "lock.redis",
+            &[
+                ("redisHost", &redis.addr()),
+                ("readTimeout", "300ms"),
+                ("writeTimeout", "300ms"),
+            ],
+        ),
+        _guard: Box::new(()),
+    };
+    let (sidecar, _dir) = start_with(&backend, &["--store-timeout", "500ms"], &[]);
+    let mut c = client(&sidecar).await;
+    let mut stream = c
+        .hold(hold("frozen", "holder", 3000, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        stream.message().await.unwrap().unwrap().event,
+        Some(hold_event::Event::Acquired(_))
+    ));
+    redis.pause();
+    let paused_at = Instant::now();
+    let lost_at = loop {
+        match timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("no loss reported")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("stream ended without a reason"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Aborted);
+                assert!(
+                    status.message().contains("could not be renewed"),
+                    "{}",
+                    status.message()
+                );
+                break Instant::now();
+            }
+        }
+    };
+    // Reported while the backend was still frozen: nobody could have
+    // been granted the lock yet.
+    assert!(
+        lost_at.duration_since(paused_at) < Duration::from_secs(3),
+        "reported after the lease could have run out"
+    );
+    redis.resume();
+    let granted = c
+        .acquire(acquire("frozen", "next", 3000, 20_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.acquired, "the lock never became free again");
+    assert!(Instant::now() > lost_at);
+}
