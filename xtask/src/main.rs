@@ -25,5 +25,18 @@ fn main() {
         .out_dir(&out)
         .compile_protos(&protos, &[root.join("proto")])
         .unwrap_or_else(|err| panic!("codegen failed: {err}"));
+    // The etcd protos get client stubs only: leasehold talks to etcd and
+    // never serves its API.
+    let etcd: Vec<_> = ["proto/etcd/mvccpb/kv.proto", "proto/etcd/etcdserverpb/rpc.proto"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .emit_rerun_if_changed(false)
+        .out_dir(&out)
+        .compile_protos(&etcd, &[root.join("proto")])
+        .unwrap_or_else(|err| panic!("etcd codegen failed: {err}"));
     println!("generated into {}", out.display());
 }

@@ -15,6 +15,25 @@ pub mod v1 {
     include!("gen/leasehold.v1.rs");
 }
 
+/// The part of etcd's v3 API that `lock.etcd` uses: messages and client
+/// stubs, wire-compatible with etcd 3.x (`proto/etcd/`).
+#[cfg(feature = "etcd")]
+pub mod etcd {
+    /// Stored key-values and watch events.
+    pub mod mvccpb {
+        include!("gen/mvccpb.rs");
+    }
+
+    /// The KV, Watch, Lease and Auth services.
+    pub mod etcdserverpb {
+        include!("gen/etcdserverpb.rs");
+    }
+}
+
+/// The `tonic` the stubs are generated for, so that their users build
+/// channels and requests of the very same version.
+pub use tonic;
+
 /// The few `google.rpc` messages used to carry error details the way daprd
 /// does (`grpc-status-details-bin`).
 pub mod google_rpc {

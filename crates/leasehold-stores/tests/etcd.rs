@@ -1,6 +1,7 @@
 //! `lock.etcd` against real etcd servers: the conformance suite, a backend
-//! that goes away and comes back, and a three-member cluster that loses its
-//! leader mid-run.
+//! that goes away and comes back, authentication with tokens that go stale,
+//! and a three-member cluster that loses its leader, or the member the store
+//! talks to, mid-run.
 
 #![cfg(feature = "etcd")]
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use leasehold_core::metadata::Metadata;
 use leasehold_core::{Acquire, LockStore, Release, StoreErrorKind};
 use leasehold_stores::etcd::{Config, EtcdStore};
-use leasehold_testkit::etcd::{EtcdCluster, EtcdMember};
+use leasehold_testkit::etcd::EtcdCluster;
 use tokio::time::{Instant, sleep};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -118,19 +119,12 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticates_with_a_user_and_password() {
-    let Some(cluster) = EtcdCluster::single() else {
+    let Some(mut cluster) = EtcdCluster::single() else {
         return;
     };
-    let mut admin = etcd_client::Client::connect([cluster.members()[0].endpoint()], None)
-        .await
-        .expect("an admin connection");
-    admin.role_add("root").await.expect("role add");
-    admin
-        .user_add("root", "s3cret", None)
-        .await
-        .expect("user add");
-    admin.user_grant_role("root", "root").await.expect("grant");
-    admin.auth_enable().await.expect("auth enable");
+    cluster.members()[0]
+        .enable_auth("root", "s3cret")
+        .expect("enable etcd authentication");
 
     let with = |password: &'static str| {
         Config::from_metadata(&Metadata::from_pairs([
@@ -149,32 +143,45 @@ async fn authenticates_with_a_user_and_password() {
         store.try_lock(key, "owner", LONG).await.unwrap(),
         Acquire::Acquired { .. }
     ));
-    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
-}
 
-/// The member that leads the cluster now, by asking each member.
-async fn leader_index(members: &[EtcdMember]) -> Option<usize> {
-    for (index, member) in members.iter().enumerate() {
-        let Ok(Ok(mut client)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            etcd_client::Client::connect([member.endpoint()], None),
-        )
+    // Tokens run out, and etcd forgets them when authentication is turned
+    // off and on; the store then fetches a new token by itself. A watch that
+    // comes first is refused (not failed) on the stale token; an ordinary
+    // call is failed with `invalid auth token`.
+    let member = &cluster.members()[0];
+    member.reset_auth("root", "s3cret").expect("reset auth");
+    let released = store
+        .watch_release(key)
         .await
-        else {
-            continue;
-        };
-        let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), client.status()).await
-        else {
-            continue;
-        };
-        if status
-            .header()
-            .is_some_and(|h| h.member_id() == status.leader())
-        {
-            return Some(index);
+        .expect("watch with a new token");
+    member.reset_auth("root", "s3cret").expect("reset auth");
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+    tokio::time::timeout(Duration::from_secs(10), released)
+        .await
+        .expect("the watch saw the release");
+
+    // A restarted member still knows its tokens (it replays them from its
+    // log); the store reconnects by itself.
+    cluster.kill(0);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(0);
+        cluster
+    })
+    .await
+    .expect("restart task panicked");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.health().await {
+            Ok(()) => break,
+            Err(err) => assert!(Instant::now() < deadline, "never recovered: {err}"),
         }
+        sleep(Duration::from_millis(100)).await;
     }
-    None
+    assert!(matches!(
+        store.try_lock(key, "owner", LONG).await.unwrap(),
+        Acquire::Acquired { .. }
+    ));
+    drop(cluster);
 }
 
 #[derive(Default)]
@@ -234,8 +241,29 @@ async fn wait_for_successes(record: &Record, at_least: usize, what: &str) {
     }
 }
 
+/// Which member a failover test kills.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// The one that leads the cluster.
+    Leader,
+    /// The first endpoint, which the store talks to until it fails over.
+    FirstEndpoint,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_survive_the_loss_of_the_leader() {
+    lose_a_member(Victim::Leader).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_survive_the_loss_of_the_member_in_use() {
+    lose_a_member(Victim::FirstEndpoint).await;
+}
+
+/// Three workers contend for one key on a three-member cluster while one
+/// member is killed: grants carry on, never overlap, and their fences only
+/// grow; a lock taken before survives; the member comes back as a follower.
+async fn lose_a_member(victim: Victim) {
     let Some(mut cluster) = EtcdCluster::start(3) else {
         return;
     };
@@ -252,19 +280,22 @@ async fn three_members_survive_the_loss_of_the_leader() {
         .collect();
     wait_for_successes(&record, 20, "grants before the failover").await;
 
-    let leader = leader_index(cluster.members())
-        .await
-        .expect("the cluster has a leader");
-    cluster.kill(leader);
+    let killed = match victim {
+        Victim::Leader => {
+            tokio::task::block_in_place(|| cluster.leader()).expect("the cluster has a leader")
+        }
+        Victim::FirstEndpoint => 0,
+    };
+    cluster.kill(killed);
     let at_kill = record.successes.load(Ordering::SeqCst);
-    wait_for_successes(&record, at_kill + 30, "grants after the leader was killed").await;
+    wait_for_successes(&record, at_kill + 30, "grants after the member was killed").await;
 
     record.stop.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.await.expect("worker panicked");
     }
     eprintln!(
-        "failover: {} grants ({at_kill} before the leader, member {leader}, was killed), {} errors",
+        "failover: {} grants ({at_kill} before member {killed} ({victim:?}) was killed), {} errors",
         record.successes.load(Ordering::SeqCst),
         record.errors.load(Ordering::SeqCst)
     );
@@ -286,9 +317,9 @@ async fn three_members_survive_the_loss_of_the_leader() {
         Acquire::HeldByOther
     );
 
-    // The old leader comes back as a follower; everything still works.
+    // The member comes back as a follower; everything still works.
     let cluster = tokio::task::spawn_blocking(move || {
-        cluster.restart(leader);
+        cluster.restart(killed);
         cluster
     })
     .await

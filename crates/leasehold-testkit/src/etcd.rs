@@ -102,7 +102,7 @@ impl EtcdMember {
     /// it does not answer. Asked through etcd's JSON gateway, so tests need
     /// no etcd client of their own.
     pub fn is_leader(&self) -> Option<bool> {
-        let body = gateway(self.client_port, "/v3/maintenance/status", "{}")?;
+        let body = gateway(self.client_port, "/v3/maintenance/status", "{}", None)?;
         let member = json_scalar(&body, "member_id")?;
         let leader = json_scalar(&body, "leader")?;
         Some(member == leader)
@@ -124,8 +124,24 @@ impl EtcdMember {
             ("/v3/auth/enable", "{}".to_owned()),
         ];
         for (path, body) in steps {
-            gateway(self.client_port, path, &body).ok_or_else(|| format!("etcd {path} failed"))?;
+            gateway(self.client_port, path, &body, None)
+                .ok_or_else(|| format!("etcd {path} failed"))?;
         }
+        Ok(())
+    }
+
+    /// Turn authentication off and on again as user `name`, which makes the
+    /// cluster forget every token it issued (etcd's default "simple"
+    /// tokens), as their running out would.
+    pub fn reset_auth(&self, name: &str, password: &str) -> Result<(), String> {
+        let login = format!(r#"{{"name":"{name}","password":"{password}"}}"#);
+        let answer = gateway(self.client_port, "/v3/auth/authenticate", &login, None)
+            .ok_or("etcd /v3/auth/authenticate failed")?;
+        let token = json_scalar(&answer, "token").ok_or("etcd returned no token")?;
+        gateway(self.client_port, "/v3/auth/disable", "{}", Some(&token))
+            .ok_or("etcd /v3/auth/disable failed")?;
+        gateway(self.client_port, "/v3/auth/enable", "{}", None)
+            .ok_or("etcd /v3/auth/enable failed")?;
         Ok(())
     }
 }
@@ -263,12 +279,14 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     )
 }
 
-/// A POST of JSON to etcd's gateway; the body of a 200 answer, or `None`.
-fn gateway(port: u16, path: &str, json: &str) -> Option<String> {
+/// A POST of JSON to etcd's gateway, with an auth token if given (the
+/// gateway takes it in `Authorization`); the body of a 200 answer, or `None`.
+fn gateway(port: u16, path: &str, json: &str, token: Option<&str>) -> Option<String> {
+    let auth = token.map_or_else(String::new, |token| format!("Authorization: {token}\r\n"));
     http(
         port,
         &format!(
-            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
             json.len()
         ),
     )

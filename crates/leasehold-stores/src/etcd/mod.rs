@@ -29,22 +29,28 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
-    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
-};
 use leasehold_core::manifest::Component;
 use leasehold_core::metadata::{Metadata, MetadataReader, Secret};
 use leasehold_core::{
     Acquire, Capabilities, Consistency, Fence, ForceRelease, LockInfo, LockStore, Release,
     ReleaseWait, Renewal, StoreError,
 };
+use leasehold_proto::etcd::etcdserverpb::{
+    self as pb, compare, request_op, response_op, watch_create_request,
+};
+use leasehold_proto::etcd::mvccpb::{KeyValue, event::EventType};
+use leasehold_proto::tonic::{Code, Status};
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::StoreContext;
+
+mod client;
+
+use client::{EtcdClient, WatchStart, is_transient};
 
 /// The store's keys live under this prefix unless `etcdKeyPrefix` says
 /// otherwise.
@@ -56,13 +62,6 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many tries of one RPC when the cluster has several members
 /// and a member is unreachable or an election is under way.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// gRPC status codes, compared by number (`tonic::Code` is not a direct
-/// dependency of this crate).
-const GRPC_CANCELLED: i32 = 1;
-const GRPC_UNKNOWN: i32 = 2;
-const GRPC_DEADLINE_EXCEEDED: i32 = 4;
-const GRPC_UNAVAILABLE: i32 = 14;
 
 /// Configuration of `lock.etcd`.
 #[derive(Debug, Clone)]
@@ -217,7 +216,7 @@ fn fence_from(revision: i64) -> Result<Fence, StoreError> {
 
 /// A lock store on etcd.
 pub struct EtcdStore {
-    client: Client,
+    client: Arc<EtcdClient>,
     prefix: String,
     request_timeout: Duration,
     /// Retrying on an unreachable member makes sense only when another
@@ -239,46 +238,32 @@ impl fmt::Debug for EtcdStore {
 impl EtcdStore {
     /// Connect to the cluster and check that it answers.
     pub async fn connect(config: Config) -> Result<EtcdStore, StoreError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(config.dial_timeout)
-            .with_timeout(config.request_timeout)
-            // Pings find a connection to a member that went silent (paused,
-            // cut off) long before the TCP stack would.
-            .with_keep_alive(Duration::from_secs(10), config.dial_timeout)
-            .with_tcp_keepalive(Duration::from_secs(30));
-        if let Some((name, password)) = &config.user {
-            options = options
-                .with_user(name.clone(), password.expose())
-                .with_auto_token_refresh(true);
-        }
         let endpoints = config.endpoints.join(",");
-        let connect = Client::connect(config.endpoints.clone(), Some(options));
-        let client = match tokio::time::timeout(config.dial_timeout, connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {endpoints}: {err}"
-                )));
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {endpoints} within {:?}",
-                    config.dial_timeout
-                )));
-            }
-        };
+        let client = EtcdClient::new(client::Options {
+            endpoints: config.endpoints.clone(),
+            user: config.user,
+            dial_timeout: config.dial_timeout,
+            request_timeout: config.request_timeout,
+        })
+        .map_err(|err| {
+            StoreError::Unavailable(format!("cannot connect to etcd at {endpoints}: {err}"))
+        })?;
         let store = EtcdStore {
-            client,
+            client: Arc::new(client),
             prefix: config.key_prefix,
             request_timeout: config.request_timeout,
             retry: config.endpoints.len() > 1,
             endpoints,
         };
+        // Connections open, and the user (if any) authenticates, on this
+        // first call.
         store.health().await.map_err(|err| {
-            StoreError::Unavailable(format!(
-                "etcd at {} does not answer: {err}",
-                store.endpoints
-            ))
+            let failure = match err {
+                StoreError::Unavailable(_) | StoreError::Timeout(_) => "does not answer",
+                // A refused user or password, for one.
+                _ => "refuses the store's calls",
+            };
+            StoreError::Unavailable(format!("etcd at {} {failure}: {err}", store.endpoints))
         })?;
         Ok(store)
     }
@@ -296,8 +281,9 @@ impl EtcdStore {
 
     /// Run one RPC before `deadline`. With several members, an RPC that
     /// failed because a member is unreachable or has no leader is tried
-    /// again (a bounded number of times, with a growing pause): every RPC of
-    /// this store is safe to repeat (see the module docs).
+    /// again (a bounded number of times, with a growing pause), on the next
+    /// member: every RPC of this store is safe to repeat (see the module
+    /// docs).
     async fn rpc<T, F, Fut>(
         &self,
         deadline: Instant,
@@ -306,7 +292,7 @@ impl EtcdStore {
     ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        Fut: Future<Output = Result<T, Status>>,
     {
         let mut pause = Duration::from_millis(25);
         let mut attempt = 1;
@@ -320,9 +306,9 @@ impl EtcdStore {
             if !(self.retry && transient && attempt < MAX_ATTEMPTS)
                 || Instant::now() + pause >= deadline
             {
-                return Err(map_error(what, &self.endpoints, self.request_timeout, err));
+                return Err(map_error(what, &self.endpoints, self.request_timeout, &err));
             }
-            tracing::debug!(what, attempt, error = %err, "etcd rpc failed; trying again");
+            tracing::debug!(what, attempt, code = ?err.code(), error = err.message(), "etcd rpc failed; trying again");
             sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
             attempt += 1;
@@ -332,26 +318,19 @@ impl EtcdStore {
     async fn grant(&self, deadline: Instant, ttl: Duration) -> Result<i64, StoreError> {
         let seconds = lease_seconds(ttl);
         let granted = self
-            .rpc(deadline, "lease grant", || {
-                let mut lease = self.client.lease_client();
-                async move { lease.grant(seconds, None).await }
-            })
+            .rpc(deadline, "lease grant", || self.client.lease_grant(seconds))
             .await?;
-        Ok(granted.id())
+        Ok(granted.id)
     }
 
     async fn txn(
         &self,
         deadline: Instant,
         what: &str,
-        txn: Txn,
-    ) -> Result<TxnResponse, StoreError> {
-        self.rpc(deadline, what, || {
-            let mut kv = self.client.kv_client();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
-        .await
+        txn: pb::TxnRequest,
+    ) -> Result<pb::TxnResponse, StoreError> {
+        self.rpc(deadline, what, || self.client.txn(txn.clone()))
+            .await
     }
 
     /// Revoke a lease without making the caller wait: its keys, if any, are
@@ -361,11 +340,15 @@ impl EtcdStore {
         if lease == 0 {
             return;
         }
-        let mut client = self.client.lease_client();
+        let client = Arc::clone(&self.client);
         let within = self.request_timeout;
         tokio::spawn(async move {
-            if let Ok(Err(err)) = tokio::time::timeout(within, client.revoke(lease)).await {
-                tracing::debug!(lease, error = %err, "etcd lease revoke failed; it will run out by itself");
+            if let Ok(Err(err)) = tokio::time::timeout(within, client.lease_revoke(lease)).await {
+                tracing::debug!(
+                    lease,
+                    error = err.message(),
+                    "etcd lease revoke failed; it will run out by itself"
+                );
             }
         });
     }
@@ -384,48 +367,29 @@ impl EtcdStore {
         }
         let answer = self
             .rpc(deadline, "lease time-to-live", || {
-                let mut client = self.client.lease_client();
-                async move { client.time_to_live(lease, None).await }
+                self.client.lease_time_to_live(lease)
             })
             .await?;
-        Ok(u64::try_from(answer.ttl())
+        Ok(u64::try_from(answer.ttl)
             .ok()
             .filter(|seconds| *seconds > 0)
             .map(Duration::from_secs))
     }
 
     async fn info(&self, deadline: Instant, kv: &KeyValue) -> Result<Option<LockInfo>, StoreError> {
-        let Some(remaining) = self.remaining(deadline, kv.lease()).await? else {
+        let Some(remaining) = self.remaining(deadline, kv.lease).await? else {
             return Ok(None);
         };
         let key = kv
-            .key()
+            .key
             .strip_prefix(self.prefix.as_bytes())
-            .unwrap_or(kv.key());
+            .unwrap_or(&kv.key);
         Ok(Some(LockInfo {
             key: String::from_utf8_lossy(key).into_owned(),
-            owner: String::from_utf8_lossy(kv.value()).into_owned(),
-            fence: fence_from(kv.create_revision())?,
+            owner: String::from_utf8_lossy(&kv.value).into_owned(),
+            fence: fence_from(kv.create_revision)?,
             remaining,
         }))
-    }
-}
-
-/// Whether the RPC failed because a member could not be reached, the
-/// connection broke under it, or the member lost its leader.
-///
-/// gRPC reports a connection that broke under a call as "cancelled" (though
-/// nobody cancelled it) or as "unknown" with the local transport error as
-/// its source; a status that etcd itself sent never has a source.
-fn is_transient(err: &etcd_client::Error) -> bool {
-    match err {
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => match status.code() as i32 {
-            GRPC_UNAVAILABLE | GRPC_CANCELLED => true,
-            GRPC_UNKNOWN => std::error::Error::source(status).is_some(),
-            _ => false,
-        },
-        _ => false,
     }
 }
 
@@ -447,59 +411,101 @@ fn map_error(
     what: &str,
     endpoints: &str,
     request_timeout: Duration,
-    err: etcd_client::Error,
+    status: &Status,
 ) -> StoreError {
-    let transient = is_transient(&err);
-    if let etcd_client::Error::GRpcStatus(status) = &err {
-        // A status's own text is its message; its `Display` adds metadata.
-        let text = describe(
-            status.message().to_owned(),
-            std::error::Error::source(status),
-        );
-        let message = format!("etcd {what} at {endpoints}: {text}");
-        return match status.code() as i32 {
-            GRPC_DEADLINE_EXCEEDED => StoreError::Timeout(request_timeout),
-            _ if transient => StoreError::Unavailable(message),
-            _ => StoreError::Backend(message),
-        };
-    }
-    // The client's error has no `source`; its transport error does.
-    let cause = match &err {
-        etcd_client::Error::TransportError(inner) => std::error::Error::source(inner),
-        etcd_client::Error::IoError(inner) => std::error::Error::source(inner),
-        _ => None,
-    };
-    let text = describe(err.to_string(), cause);
+    // A status's own text is its message; its `Display` adds metadata. A
+    // transport failure carries its cause as the status's source.
+    let text = describe(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    );
     let message = format!("etcd {what} at {endpoints}: {text}");
-    if transient {
-        StoreError::Unavailable(message)
-    } else {
-        StoreError::Backend(message)
+    match status.code() {
+        Code::DeadlineExceeded => StoreError::Timeout(request_timeout),
+        _ if is_transient(status) => StoreError::Unavailable(message),
+        _ => StoreError::Backend(message),
     }
 }
 
+/// `key`'s create revision equals `revision` (0: the key does not exist).
+fn create_revision_is(key: &[u8], revision: i64) -> pb::Compare {
+    pb::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(compare::TargetUnion::CreateRevision(revision)),
+    }
+}
+
+/// `key`'s value equals `value` (false when the key does not exist).
+fn value_is(key: &[u8], value: &str) -> pb::Compare {
+    pb::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Value as i32,
+        key: key.to_vec(),
+        target_union: Some(compare::TargetUnion::Value(value.as_bytes().to_vec())),
+    }
+}
+
+fn put_op(key: &[u8], value: &str, lease: i64, prev_kv: bool) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestPut(pb::PutRequest {
+            key: key.to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease,
+            prev_kv,
+        })),
+    }
+}
+
+fn get_op(key: &[u8], count_only: bool) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestRange(pb::RangeRequest {
+            key: key.to_vec(),
+            count_only,
+            ..Default::default()
+        })),
+    }
+}
+
+fn delete_op(key: &[u8]) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key: key.to_vec(),
+                prev_kv: true,
+            },
+        )),
+    }
+}
+
+/// The `index`-th operation's answer.
+fn response_at(response: &mut pb::TxnResponse, index: usize) -> Option<response_op::Response> {
+    response.responses.get_mut(index)?.response.take()
+}
+
 /// The key-values of the `index`-th operation's range read.
-fn range_of(response: &TxnResponse, index: usize) -> Vec<KeyValue> {
-    match response.op_responses().into_iter().nth(index) {
-        Some(TxnOpResponse::Get(mut get)) => get.take_kvs(),
+fn range_of(response: &mut pb::TxnResponse, index: usize) -> Vec<KeyValue> {
+    match response_at(response, index) {
+        Some(response_op::Response::ResponseRange(range)) => range.kvs,
         _ => Vec::new(),
     }
 }
 
 /// The count of the `index`-th operation's range read.
-fn count_of(response: &TxnResponse, index: usize) -> i64 {
-    match response.op_responses().into_iter().nth(index) {
-        Some(TxnOpResponse::Get(get)) => get.count(),
+fn count_of(response: &mut pb::TxnResponse, index: usize) -> i64 {
+    match response_at(response, index) {
+        Some(response_op::Response::ResponseRange(range)) => range.count,
         _ => 0,
     }
 }
 
 /// The previous key-value of the `index`-th operation (a put or a delete).
-fn previous_of(response: &TxnResponse, index: usize) -> Option<KeyValue> {
-    match response.op_responses().into_iter().nth(index)? {
-        TxnOpResponse::Put(mut put) => put.take_prev_key(),
-        TxnOpResponse::Delete(mut delete) => delete.take_prev_kvs().into_iter().next(),
-        _ => None,
+fn previous_of(response: &mut pb::TxnResponse, index: usize) -> Option<KeyValue> {
+    match response_at(response, index)? {
+        response_op::Response::ResponsePut(put) => put.prev_kv,
+        response_op::Response::ResponseDeleteRange(delete) => delete.prev_kvs.into_iter().next(),
+        response_op::Response::ResponseRange(_) => None,
     }
 }
 
@@ -520,15 +526,12 @@ impl LockStore for EtcdStore {
         let deadline = self.deadline();
         let key = self.full_key(key);
         let lease = self.grant(deadline, ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                owner,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key, None)]);
-        let response = match self.txn(deadline, "acquire", txn).await {
+        let txn = pb::TxnRequest {
+            compare: vec![create_revision_is(&key, 0)],
+            success: vec![put_op(&key, owner, lease, false)],
+            failure: vec![get_op(&key, false)],
+        };
+        let mut response = match self.txn(deadline, "acquire", txn).await {
             Ok(response) => response,
             Err(err) => {
                 // Whether or not the put happened, revoking the lease leaves
@@ -537,16 +540,16 @@ impl LockStore for EtcdStore {
                 return Err(err);
             }
         };
-        if response.succeeded() {
-            let revision = response.header().map_or(0, |header| header.revision());
+        if response.succeeded {
+            let revision = response.header.map_or(0, |header| header.revision);
             return Ok(Acquire::Acquired {
                 fence: fence_from(revision)?,
             });
         }
-        match range_of(&response, 0).first() {
+        match range_of(&mut response, 0).first() {
             // A retry after a lost reply: the key carries this call's lease.
-            Some(kv) if kv.lease() == lease => Ok(Acquire::Acquired {
-                fence: fence_from(kv.create_revision())?,
+            Some(kv) if kv.lease == lease => Ok(Acquire::Acquired {
+                fence: fence_from(kv.create_revision)?,
             }),
             _ => {
                 self.revoke_in_background(lease);
@@ -558,21 +561,19 @@ impl LockStore for EtcdStore {
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
         let deadline = self.deadline();
         let key = self.full_key(key);
-        let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, owner)])
-            .and_then([TxnOp::delete(
-                key.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
-        let response = self.txn(deadline, "release", txn).await?;
-        if response.succeeded() {
-            if let Some(previous) = previous_of(&response, 0) {
-                self.revoke_in_background(previous.lease());
+        let txn = pb::TxnRequest {
+            compare: vec![value_is(&key, owner)],
+            success: vec![delete_op(&key)],
+            failure: vec![get_op(&key, true)],
+        };
+        let mut response = self.txn(deadline, "release", txn).await?;
+        if response.succeeded {
+            if let Some(previous) = previous_of(&mut response, 0) {
+                self.revoke_in_background(previous.lease);
             }
             return Ok(Release::Released);
         }
-        Ok(if count_of(&response, 0) > 0 {
+        Ok(if count_of(&mut response, 0) > 0 {
             Release::HeldByOther
         } else {
             Release::NotFound
@@ -586,32 +587,29 @@ impl LockStore for EtcdStore {
         let deadline = self.deadline();
         let key = self.full_key(key);
         let lease = self.grant(deadline, ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, owner)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                owner,
-                Some(PutOptions::new().with_lease(lease).with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
+        let txn = pb::TxnRequest {
+            compare: vec![value_is(&key, owner)],
+            success: vec![put_op(&key, owner, lease, true)],
+            failure: vec![get_op(&key, true)],
+        };
         // On an error the new lease is left to run out: if the put did
         // happen, the lock now lives on it, and revoking it would drop a
         // lock its owner still holds.
-        let response = self.txn(deadline, "renew", txn).await?;
-        if response.succeeded() {
-            let previous = previous_of(&response, 0).ok_or_else(|| {
+        let mut response = self.txn(deadline, "renew", txn).await?;
+        if response.succeeded {
+            let previous = previous_of(&mut response, 0).ok_or_else(|| {
                 StoreError::Backend("etcd renew returned no previous key".to_owned())
             })?;
             // A retry after a lost reply finds its own lease already there.
-            if previous.lease() != lease {
-                self.revoke_in_background(previous.lease());
+            if previous.lease != lease {
+                self.revoke_in_background(previous.lease);
             }
             return Ok(Renewal::Renewed {
-                fence: fence_from(previous.create_revision())?,
+                fence: fence_from(previous.create_revision)?,
             });
         }
         self.revoke_in_background(lease);
-        Ok(if count_of(&response, 0) > 0 {
+        Ok(if count_of(&mut response, 0) > 0 {
             Renewal::HeldByOther
         } else {
             Renewal::NotFound
@@ -621,14 +619,14 @@ impl LockStore for EtcdStore {
     async fn status(&self, key: &str) -> Result<Option<LockInfo>, StoreError> {
         let deadline = self.deadline();
         let full = self.full_key(key);
-        let mut found = self
-            .rpc(deadline, "status", || {
-                let mut kv = self.client.kv_client();
-                let full = full.clone();
-                async move { kv.get(full, None).await }
-            })
+        let request = pb::RangeRequest {
+            key: full,
+            ..Default::default()
+        };
+        let found = self
+            .rpc(deadline, "status", || self.client.range(request.clone()))
             .await?;
-        match found.take_kvs().first() {
+        match found.kvs.first() {
             Some(kv) => self.info(deadline, kv).await,
             None => Ok(None),
         }
@@ -657,22 +655,18 @@ impl LockStore for EtcdStore {
             None => from,
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut page = self
-            .rpc(deadline, "list", || {
-                let mut kv = self.client.kv_client();
-                let (start, end) = (start.clone(), end.clone());
-                async move {
-                    kv.get(
-                        start,
-                        Some(GetOptions::new().with_range(end).with_limit(limit)),
-                    )
-                    .await
-                }
-            })
+        let request = pb::RangeRequest {
+            key: start,
+            range_end: end,
+            limit,
+            ..Default::default()
+        };
+        let page = self
+            .rpc(deadline, "list", || self.client.range(request.clone()))
             .await?;
         // An admin call: one lease look-up per lock, in key order.
         let mut infos = Vec::new();
-        for kv in page.take_kvs() {
+        for kv in page.kvs {
             if let Some(info) = self.info(deadline, &kv).await? {
                 infos.push(info);
             }
@@ -683,22 +677,21 @@ impl LockStore for EtcdStore {
     async fn force_unlock(&self, key: &str) -> Result<ForceRelease, StoreError> {
         let deadline = self.deadline();
         let full = self.full_key(key);
-        let mut deleted = self
+        let request = pb::DeleteRangeRequest {
+            key: full,
+            prev_kv: true,
+        };
+        let deleted = self
             .rpc(deadline, "force-unlock", || {
-                let mut kv = self.client.kv_client();
-                let full = full.clone();
-                async move {
-                    kv.delete(full, Some(DeleteOptions::new().with_prev_key()))
-                        .await
-                }
+                self.client.delete_range(request.clone())
             })
             .await?;
-        match deleted.take_prev_kvs().into_iter().next() {
+        match deleted.prev_kvs.into_iter().next() {
             Some(previous) => {
-                self.revoke_in_background(previous.lease());
+                self.revoke_in_background(previous.lease);
                 Ok(ForceRelease::Released {
-                    owner: String::from_utf8_lossy(previous.value()).into_owned(),
-                    fence: fence_from(previous.create_revision())?,
+                    owner: String::from_utf8_lossy(&previous.value).into_owned(),
+                    fence: fence_from(previous.create_revision)?,
                 })
             }
             None => Ok(ForceRelease::NotFound),
@@ -711,47 +704,30 @@ impl LockStore for EtcdStore {
     /// callers treat as a possible release.
     async fn watch_release(&self, key: &str) -> Result<ReleaseWait, StoreError> {
         let deadline = self.deadline();
-        let full = self.full_key(key);
-        let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
-        let mut stream = self
-            .rpc(deadline, "watch", || {
-                let mut watch = self.client.watch_client();
-                let (full, options) = (full.clone(), options.clone());
-                async move { watch.watch(full, Some(options)).await }
-            })
+        let create = pb::WatchCreateRequest {
+            key: self.full_key(key),
+            filters: vec![watch_create_request::FilterType::Noput as i32],
+        };
+        let started = self
+            .rpc(deadline, "watch", || self.client.watch(create.clone()))
             .await?;
-        match timeout_at(deadline, stream.message()).await {
-            Ok(Ok(Some(response))) if response.created() && !response.canceled() => {}
-            Ok(Ok(Some(response))) => {
+        let mut stream = match started {
+            WatchStart::Created(stream) => stream,
+            WatchStart::Refused(reason) => {
                 return Err(StoreError::Backend(format!(
-                    "etcd refused the watch: {}",
-                    response.cancel_reason()
+                    "etcd refused the watch: {reason}"
                 )));
             }
-            Ok(Ok(None)) => {
-                return Err(StoreError::Unavailable(
-                    "etcd closed the watch stream before confirming it".to_owned(),
-                ));
-            }
-            Ok(Err(err)) => {
-                return Err(map_error(
-                    "watch",
-                    &self.endpoints,
-                    self.request_timeout,
-                    err,
-                ));
-            }
-            Err(_) => return Err(StoreError::Timeout(self.request_timeout)),
-        }
+        };
         Ok(Box::pin(async move {
             loop {
                 match stream.message().await {
                     Ok(Some(response)) => {
                         let deleted = response
-                            .events()
+                            .events
                             .iter()
-                            .any(|event| event.event_type() == EventType::Delete);
-                        if deleted || response.canceled() {
+                            .any(|event| event.r#type == EventType::Delete as i32);
+                        if deleted || response.canceled {
                             return;
                         }
                     }
@@ -764,16 +740,15 @@ impl LockStore for EtcdStore {
 
     async fn health(&self) -> Result<(), StoreError> {
         let deadline = self.deadline();
-        let probe = self.prefix.clone().into_bytes();
         // A linearizable read: it needs a leader and a quorum, which is what
         // a lock needs too.
+        let probe = pb::RangeRequest {
+            key: self.prefix.clone().into_bytes(),
+            count_only: true,
+            ..Default::default()
+        };
         self.rpc(deadline, "health check", || {
-            let mut kv = self.client.kv_client();
-            let probe = probe.clone();
-            async move {
-                kv.get(probe, Some(GetOptions::new().with_count_only()))
-                    .await
-            }
+            self.client.range(probe.clone())
         })
         .await
         .map(|_| ())
