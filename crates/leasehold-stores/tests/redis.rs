@@ -1,6 +1,7 @@
 //! `lock.redis` against real `redis-server` processes: the conformance suite
 //! in each mode, interoperability with daprd's exact commands, lost replies,
-//! Redis restarts, a Sentinel failover and a quorum losing masters.
+//! Redis restarts, a Sentinel failover, a quorum losing masters, and TLS
+//! (with certificates made by the `openssl` command line).
 
 #![cfg(feature = "redis")]
 
@@ -15,7 +16,9 @@ use leasehold_core::metadata::Metadata;
 use leasehold_core::{Acquire, LockStore, Release, Renewal, StoreError};
 use leasehold_stores::StoreContext;
 use leasehold_stores::redis::{Config, RedisStore};
-use leasehold_testkit::redis::{Masters, RedisOptions, RedisServer, Reply, SentinelSetup};
+use leasehold_testkit::redis::{
+    Masters, RedisOptions, RedisServer, RedisTls, Reply, SentinelSetup,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, sleep, timeout};
@@ -716,8 +719,19 @@ fn the_example_components_are_valid() {
         app_id: "app".to_owned(),
         data_dir: std::env::temp_dir(),
     };
+    let pki = Pki::make("examples");
+    let mut env = env;
+    if let Some(pki) = &pki {
+        env.insert("REDIS_CA_CERT".into(), pki.pem("ca.crt"));
+        env.insert("REDIS_CLIENT_CERT".into(), pki.pem("client.crt"));
+        env.insert("REDIS_CLIENT_KEY".into(), pki.pem("client.key"));
+    }
+    let mut names = vec!["redis.yaml", "redis-sentinel.yaml", "redis-quorum.yaml"];
+    if pki.is_some() {
+        names.push("redis-tls.yaml");
+    }
     // The examples are alternatives with one store name: load each alone.
-    for name in ["redis.yaml", "redis-sentinel.yaml", "redis-quorum.yaml"] {
+    for name in names {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(examples.join(name), dir.path().join(name)).unwrap();
         let loaded = leasehold_core::manifest::load_dirs(
@@ -732,4 +746,301 @@ fn the_example_components_are_valid() {
         leasehold_stores::validate(&loaded.components[0], &cx)
             .unwrap_or_else(|errors| panic!("{name}: {errors:?}"));
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 (serverAuth) and a client
+/// certificate (clientAuth) signed by it, in a temporary directory.
+/// rustls accepts only X.509 v3 certificates with these extensions.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// `None` (after a loud message) when `openssl` is missing outside CI.
+    fn make(name: &str) -> Option<Pki> {
+        let found = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !found {
+            assert!(
+                !leasehold_testkit::in_ci(),
+                "the openssl command is required in CI"
+            );
+            eprintln!("SKIPPED: the openssl command is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
+        write(
+            "ca.cnf",
+            &format!(
+                "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n\
+                 [dn]\nCN = leasehold test ca {name}\n\
+                 [ext]\nbasicConstraints = critical,CA:TRUE\n\
+                 keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n"
+            ),
+        );
+        write(
+            "server.ext",
+            "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n\
+             authorityKeyIdentifier = keyid\n",
+        );
+        write(
+            "client.ext",
+            "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = clientAuth\nauthorityKeyIdentifier = keyid\n",
+        );
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("cannot run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        openssl(
+            &[
+                &["req", "-x509", "-config", "ca.cnf", "-nodes", "-days", "2"][..],
+                &new_key,
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+            ]
+            .concat(),
+        );
+        for (leaf, subject, serial) in [
+            ("server", "/CN=127.0.0.1", "2"),
+            ("client", "/CN=leasehold", "3"),
+        ] {
+            let (key, csr, crt, ext) = (
+                format!("{leaf}.key"),
+                format!("{leaf}.csr"),
+                format!("{leaf}.crt"),
+                format!("{leaf}.ext"),
+            );
+            openssl(
+                &[
+                    &["req", "-new", "-nodes", "-subj", subject][..],
+                    &new_key,
+                    &["-keyout", &key, "-out", &csr],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ]);
+        }
+        Some(Pki { dir })
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn pem(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).unwrap()
+    }
+
+    /// A TLS-only server with this CA's server certificate.
+    fn server(&self, auth_clients: bool) -> Option<RedisServer> {
+        RedisServer::start_with(RedisOptions {
+            tls: Some(RedisTls {
+                cert_file: self.path("server.crt"),
+                key_file: self.path("server.key"),
+                ca_cert_file: self.path("ca.crt"),
+                auth_clients,
+            }),
+            ..RedisOptions::default()
+        })
+    }
+}
+
+async fn connect_err(pairs: &[(&str, &str)]) -> String {
+    match RedisStore::connect(config(pairs)).await {
+        Ok(_) => panic!(
+            "connected with {:?}",
+            pairs.iter().map(|p| p.0).collect::<Vec<_>>()
+        ),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_tls_with_client_certificates() {
+    let Some(pki) = Pki::make("mtls") else {
+        return;
+    };
+    let Some(server) = pki.server(true) else {
+        return;
+    };
+    let (ca, cert, key) = (
+        pki.pem("ca.crt"),
+        pki.pem("client.crt"),
+        pki.pem("client.key"),
+    );
+    let addr = server.addr();
+    let tls = [
+        ("redisHost", addr.as_str()),
+        ("enableTLS", "true"),
+        ("caCert", ca.as_str()),
+        ("clientCert", cert.as_str()),
+        ("clientKey", key.as_str()),
+    ];
+    let config = config(&tls);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("PRIVATE"), "the key leaks into Debug");
+    let store = RedisStore::connect(config)
+        .await
+        .unwrap_or_else(|err| panic!("connect failed: {err}"));
+    leasehold_core::testsuite::run_all(Arc::new(store), "redis-tls").await;
+
+    // The server wants a client certificate: without one the handshake
+    // fails, and the error says which server refused.
+    let err = connect_err(&tls[..3]).await;
+    assert!(err.contains("error connecting to Redis"), "{err}");
+    assert!(err.contains(&addr), "{err}");
+    assert!(
+        err.contains("clientCert"),
+        "names the fields to check: {err}"
+    );
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_signed_by_another_ca_is_refused() {
+    let (Some(pki), Some(other)) = (Pki::make("server"), Pki::make("other")) else {
+        return;
+    };
+    let Some(server) = pki.server(false) else {
+        return;
+    };
+    let addr = server.addr();
+    let other_ca = other.pem("ca.crt");
+    let err = connect_err(&[
+        ("redisHost", &addr),
+        ("enableTLS", "true"),
+        ("caCert", &other_ca),
+        ("dialTimeout", "60s"),
+    ])
+    .await;
+    assert!(err.contains("error connecting to Redis"), "{err}");
+    assert!(err.contains("unavailable"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains("set caCert"),
+        "names the field to check: {err}"
+    );
+    assert!(!err.contains("within"), "refused, not timed out: {err}");
+
+    // The system roots do not know the test CA either.
+    let err = connect_err(&[("redisHost", &addr), ("enableTLS", "true")]).await;
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_skip_verify_accepts_an_unknown_ca() {
+    let Some(pki) = Pki::make("unknown") else {
+        return;
+    };
+    let Some(server) = pki.server(false) else {
+        return;
+    };
+    let store = connect(&[
+        ("redisHost", &server.addr()),
+        ("enableTLS", "true"),
+        ("insecureSkipTLSVerify", "true"),
+    ])
+    .await;
+    let key = "lock||tls||insecure";
+    fence(store.try_lock(key, "owner", LONG).await.unwrap());
+    let wait = store.watch_release(key).await.unwrap();
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+    timeout(PATIENCE, wait)
+        .await
+        .expect("no release notification over tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_to_a_tls_only_server_fails_fast() {
+    let Some(pki) = Pki::make("plain") else {
+        return;
+    };
+    let Some(server) = pki.server(false) else {
+        return;
+    };
+    // A dial timeout far beyond the test's patience: the refusal must come
+    // from the server closing the connection, not from waiting.
+    let outcome = timeout(
+        PATIENCE,
+        RedisStore::connect(config(&[
+            ("redisHost", &server.addr()),
+            ("dialTimeout", "1h"),
+            ("readTimeout", "1h"),
+        ])),
+    )
+    .await
+    .expect("plain tcp to a tls port hangs");
+    let err = outcome.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("error connecting to Redis"), "{err}");
+    assert!(!err.contains("within"), "{err}");
+    assert!(err.contains("unavailable"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_over_tls() {
+    let Some(pki) = Pki::make("quorum") else {
+        return;
+    };
+    let Some(servers) = (0..3).map(|_| pki.server(true)).collect::<Option<Vec<_>>>() else {
+        return;
+    };
+    let hosts = servers
+        .iter()
+        .map(RedisServer::addr)
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ca, cert, key) = (
+        pki.pem("ca.crt"),
+        pki.pem("client.crt"),
+        pki.pem("client.key"),
+    );
+    let store = connect(&[
+        ("quorum", "true"),
+        ("redisHosts", &hosts),
+        ("enableTLS", "true"),
+        ("caCert", &ca),
+        ("clientCert", &cert),
+        ("clientKey", &key),
+    ])
+    .await;
+    store.health().await.unwrap();
+    let key = "lock||tls||quorum";
+    let first = fence(store.try_lock(key, "owner", LONG).await.unwrap());
+    assert_eq!(
+        store.try_lock(key, "other", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    assert_eq!(store.unlock(key, "owner").await.unwrap(), Release::Released);
+    let second = fence(store.try_lock(key, "other", LONG).await.unwrap());
+    assert!(second > first, "{first} then {second}");
 }

@@ -6,6 +6,10 @@
 //! `LEASEHOLD_REDIS_SERVER`; the same binary runs the sentinels
 //! (`redis-server <conf> --sentinel`). A small blocking RESP client lets a
 //! test talk to any of them without an async runtime.
+//!
+//! A server can also listen on TLS only ([`RedisOptions::tls`]); the
+//! blocking client speaks plain TCP, so such a server is checked for
+//! readiness through its log instead of `PING`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -148,6 +152,24 @@ pub struct RedisOptions {
     pub replica_of: Option<u16>,
     /// Further `--name value` arguments.
     pub extra: Vec<String>,
+    /// Listen on TLS only (`--port 0 --tls-port`): [`RedisServer::addr`]
+    /// is then a TLS address, and [`RedisServer::command`] cannot reach the
+    /// server. Not combined with `replica_of`.
+    pub tls: Option<RedisTls>,
+}
+
+/// The files of a TLS-only server: PEM files the test made.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// `--tls-cert-file`: the server's certificate.
+    pub cert_file: PathBuf,
+    /// `--tls-key-file`: its key.
+    pub key_file: PathBuf,
+    /// `--tls-ca-cert-file`: the CA that client certificates must chain
+    /// to (redis wants one even when clients present none).
+    pub ca_cert_file: PathBuf,
+    /// `--tls-auth-clients`: require a client certificate.
+    pub auth_clients: bool,
 }
 
 /// One `redis-server` on 127.0.0.1, killed on drop.
@@ -187,6 +209,16 @@ impl RedisServer {
     }
 
     fn wait_ready(&self) {
+        if self.options.tls.is_some() {
+            // The log line comes after the listeners are open.
+            wait_until(START_PATIENCE, "redis-server to accept TLS", || {
+                self.process
+                    .log_text()
+                    .contains("Ready to accept connections")
+                    && port_open(self.port)
+            });
+            return;
+        }
         wait_until(START_PATIENCE, "redis-server to answer PING", || {
             pong(self.port)
         });
@@ -254,8 +286,11 @@ impl RedisServer {
         self.process.signal("CONT");
     }
 
-    /// Whether it still answers.
+    /// Whether it still answers (for a TLS server: accepts connections).
     pub fn is_up(&self) -> bool {
+        if self.options.tls.is_some() {
+            return port_open(self.port);
+        }
         pong(self.port)
     }
 }
@@ -268,9 +303,24 @@ fn spawn_server(
     start: u32,
 ) -> ServerProcess {
     let mut cmd = Command::new(binary);
-    cmd.arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
+    match &options.tls {
+        None => {
+            cmd.arg("--port").arg(port.to_string());
+        }
+        Some(tls) => {
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_cert_file)
+                .arg("--tls-auth-clients")
+                .arg(if tls.auth_clients { "yes" } else { "no" });
+        }
+    }
+    cmd.arg("--bind")
         .arg("127.0.0.1")
         .arg("--dir")
         .arg(dir)

@@ -1,5 +1,6 @@
 //! The metadata of `lock.redis`, read the way Dapr's Redis lock component
-//! reads it, plus the few fields leasehold adds (`replicaAck`, `quorum`).
+//! reads it, plus the few fields leasehold adds (`replicaAck`, `quorum`,
+//! `caCert`).
 //!
 //! Reading is pure: nothing here opens a connection. Every problem with every
 //! field is collected, so a refusal at start-up lists them all.
@@ -10,6 +11,7 @@ use std::time::Duration;
 use leasehold_core::manifest::Component;
 use leasehold_core::metadata::{MetadataReader, Secret};
 
+use super::pem;
 use crate::StoreContext;
 
 /// The port Dapr (from components-contrib v1.17) adds to a host without one.
@@ -103,6 +105,52 @@ pub struct ReplicaAck {
     pub timeout: Duration,
 }
 
+/// TLS to Redis (`enableTLS: true`), for every connection the store opens:
+/// to a standalone server, to the sentinels and the master they name, and
+/// to each master of a quorum.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tls {
+    /// `caCert` (leasehold's addition): PEM of the CAs to trust instead of
+    /// the system's roots.
+    pub ca_cert: Option<String>,
+    /// `clientCert` and `clientKey`: the certificate (chain) and key this
+    /// store presents, for servers that require client certificates.
+    pub identity: Option<Identity>,
+    /// `insecureSkipTLSVerify`: accept any server certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate and its key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `clientCert`.
+    pub cert: String,
+    /// `clientKey`.
+    pub key: Secret,
+}
+
+// Certificates are not secret but long; the key is secret. Neither is
+// printed, only whether it is set.
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_cert", &self.ca_cert.as_ref().map(|_| "<pem>"))
+            .field("identity", &self.identity)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("cert", &"<pem>")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
 /// A validated `lock.redis` configuration.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -130,6 +178,8 @@ pub struct Config {
     pub io_timeout: Duration,
     /// `replicaAck` and `replicaAckTimeout`.
     pub replica_ack: Option<ReplicaAck>,
+    /// `enableTLS` and its fields; `None` for plain TCP (boxed, as `mode`).
+    pub tls: Option<Box<Tls>>,
 }
 
 impl Config {
@@ -152,6 +202,7 @@ impl Config {
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             io_timeout: DEFAULT_IO_TIMEOUT,
             replica_ack: None,
+            tls: None,
         }
     }
 
@@ -196,17 +247,7 @@ fn read(r: &mut MetadataReader<'_>) -> Option<Config> {
         ),
     }
 
-    if r.bool("enableTLS").unwrap_or(false) {
-        r.error(
-            "enableTLS",
-            "tls connections to redis are not supported by this build of lock.redis; \
-             reach redis over loopback or through a local tls proxy",
-        );
-    }
-    // Read for their syntax only: they matter only with TLS.
-    let _ = r.bool("insecureSkipTLSVerify");
-    let _ = r.secret("clientCert");
-    let _ = r.secret("clientKey");
+    let tls = read_tls(r).map(Box::new);
     if r.bool("useEntraID").unwrap_or(false) {
         r.error(
             "useEntraID",
@@ -319,6 +360,66 @@ fn read(r: &mut MetadataReader<'_>) -> Option<Config> {
         dial_timeout,
         io_timeout: read_timeout.max(write_timeout),
         replica_ack,
+        tls,
+    })
+}
+
+/// `enableTLS`, `insecureSkipTLSVerify`, `clientCert`, `clientKey` (Dapr's)
+/// and `caCert` (leasehold's). The PEM text is checked here, without I/O,
+/// so a bad paste is refused at start-up with the field's name.
+fn read_tls(r: &mut MetadataReader<'_>) -> Option<Tls> {
+    let enabled = r.bool("enableTLS").unwrap_or(false);
+    let insecure_skip_verify = r.bool("insecureSkipTLSVerify").unwrap_or(false);
+    let ca_cert = r.string("caCert");
+    let cert = r.string("clientCert");
+    let key = r.secret("clientKey");
+    if !enabled {
+        // Dapr ignores its TLS fields without enableTLS; caCert is ours, and
+        // a CA that silently does nothing would hide a plain-text link.
+        if ca_cert.is_some() {
+            r.error("caCert", "is set but enableTLS is not true");
+        }
+        return None;
+    }
+    if let Some(ca) = &ca_cert {
+        match pem::certificates(ca) {
+            Err(why) => r.error("caCert", why),
+            // The TLS library parses each CA as X.509 when it builds its
+            // trust store, still without I/O: a damaged one fails here.
+            Ok(_) if !trust_store_accepts(ca) => r.error(
+                "caCert",
+                "holds a certificate that cannot be used as a trust anchor",
+            ),
+            Ok(_) => {}
+        }
+    }
+    let identity = match (cert, key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            r.error("clientKey", "is required when clientCert is set");
+            None
+        }
+        (None, Some(_)) => {
+            r.error("clientCert", "is required when clientKey is set");
+            None
+        }
+        (Some(cert), Some(key)) => {
+            let mut ok = true;
+            if let Err(why) = pem::certificates(&cert) {
+                r.error("clientCert", why);
+                ok = false;
+            }
+            if let Err(why) = pem::private_key(key.expose()) {
+                r.error("clientKey", why);
+                ok = false;
+            }
+            ok.then_some(Identity { cert, key })
+        }
+    };
+    Some(Tls {
+        ca_cert,
+        identity,
+        insecure_skip_verify,
     })
 }
 
@@ -377,6 +478,20 @@ fn read_quorum(
         clock_drift_factor,
         node_timeout,
     })
+}
+
+fn trust_store_accepts(ca: &str) -> bool {
+    let addr = redis::ConnectionAddr::TcpTls {
+        host: "localhost".to_owned(),
+        port: DEFAULT_PORT,
+        insecure: false,
+        tls_params: None,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.as_bytes().to_vec()),
+    };
+    redis::Client::build_with_tls(addr, certificates).is_ok()
 }
 
 /// `redisMaxRetries`: `-1` turns retries off, as in Dapr.
@@ -660,7 +775,66 @@ mod tests {
                 timeout: Duration::from_millis(250)
             })
         );
-        assert!(errors(&[("redisHost", "a:1"), ("enableTLS", "true")]).contains("tls"));
-        assert!(parse(&[("redisHost", "a:1"), ("enableTLS", "false")]).is_ok());
+        let plain = parse(&[("redisHost", "a:1"), ("enableTLS", "false")]).unwrap();
+        assert!(plain.tls.is_none());
+        let tls = parse(&[("redisHost", "a:1"), ("enableTLS", "true")]).unwrap();
+        assert_eq!(
+            tls.tls.as_deref(),
+            Some(&Tls {
+                ca_cert: None,
+                identity: None,
+                insecure_skip_verify: false
+            })
+        );
+    }
+
+    // Structurally valid PEM (a DER SEQUENCE), not a real certificate.
+    const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+    const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMAMCAQU=\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn tls_fields_are_checked_and_named() {
+        let config = parse(&[
+            ("redisHost", "a:1"),
+            ("enableTLS", "true"),
+            ("clientCert", PEM_CERT),
+            ("clientKey", PEM_KEY),
+            ("insecureSkipTLSVerify", "true"),
+        ])
+        .unwrap();
+        let tls = *config.tls.clone().unwrap();
+        assert!(tls.insecure_skip_verify);
+        assert_eq!(tls.identity.unwrap().cert, PEM_CERT);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("MAMCAQU"), "{shown}");
+
+        let tls = [("redisHost", "a:1"), ("enableTLS", "true")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = tls.to_vec();
+            pairs.extend_from_slice(extra);
+            errors(&pairs)
+        };
+        assert!(with(&[("clientCert", PEM_CERT)]).contains("clientKey"));
+        assert!(with(&[("clientKey", PEM_KEY)]).contains("clientCert"));
+        let damaged = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleQ!!\n-----END PRIVATE KEY-----";
+        let err = with(&[("clientCert", PEM_CERT), ("clientKey", damaged)]);
+        assert!(err.contains("clientKey") && err.contains("base64"), "{err}");
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        let err = with(&[("clientCert", PEM_KEY), ("clientKey", PEM_KEY)]);
+        assert!(
+            err.contains("clientCert") && err.contains("not a CERTIFICATE"),
+            "{err}"
+        );
+        assert!(with(&[("caCert", "just text")]).contains("caCert"));
+        // Well-formed PEM, but not X.509: the trust store refuses it.
+        let err = with(&[("caCert", PEM_CERT)]);
+        assert!(
+            err.contains("caCert") && err.contains("trust anchor"),
+            "{err}"
+        );
+        // Without enableTLS, Dapr's fields are ignored as daprd ignores
+        // them; leasehold's caCert is refused.
+        assert!(parse(&[("redisHost", "a:1"), ("clientKey", "junk")]).is_ok());
+        assert!(errors(&[("redisHost", "a:1"), ("caCert", PEM_CERT)]).contains("enableTLS"));
     }
 }

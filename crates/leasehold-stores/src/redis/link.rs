@@ -14,11 +14,11 @@ use leasehold_core::StoreError;
 use leasehold_core::metadata::Secret;
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue,
-    IntoConnectionInfo, RedisConnectionInfo, RedisError, Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
+    FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, RedisError, TlsCertificates, Value,
 };
 
-use super::config::{Addr, Config, Mode};
+use super::config::{Addr, Config, Mode, Tls};
 use super::scripts::Lua;
 
 /// Where the master is.
@@ -74,6 +74,8 @@ struct Open {
 pub(crate) struct Link {
     target: Target,
     redis: RedisConnectionInfo,
+    /// TLS for every connection of this link, the sentinels' included.
+    tls: Option<Box<Tls>>,
     dial_timeout: Duration,
     io_timeout: Duration,
     /// The open connection. A `std` mutex: held only to clone or swap the
@@ -103,6 +105,7 @@ impl Link {
         Link {
             target,
             redis,
+            tls: config.tls.clone(),
             dial_timeout: config.dial_timeout,
             io_timeout: config.io_timeout,
             current: Mutex::new(None),
@@ -269,8 +272,48 @@ impl Link {
         }
     }
 
+    /// The address to dial: TLS (`rediss://`) when configured.
+    fn connection_addr(&self, addr: &Addr) -> ConnectionAddr {
+        match &self.tls {
+            None => ConnectionAddr::Tcp(addr.host.clone(), addr.port),
+            Some(tls) => ConnectionAddr::TcpTls {
+                host: addr.host.clone(),
+                port: addr.port,
+                insecure: tls.insecure_skip_verify,
+                tls_params: None,
+            },
+        }
+    }
+
+    /// A client for `info`, carrying the CA and the client certificate when
+    /// they are configured (the PEM was checked when the metadata was read;
+    /// it is parsed again here for each dial, which is rare).
+    pub(crate) fn client(&self, info: ConnectionInfo) -> Result<Client, StoreError> {
+        let certificates = self.tls.as_ref().and_then(|tls| {
+            (tls.ca_cert.is_some() || tls.identity.is_some()).then(|| TlsCertificates {
+                client_tls: tls.identity.as_ref().map(|identity| ClientTlsConfig {
+                    client_cert: identity.cert.as_bytes().to_vec(),
+                    client_key: identity.key.expose().as_bytes().to_vec(),
+                }),
+                root_cert: tls.ca_cert.as_ref().map(|ca| ca.as_bytes().to_vec()),
+            })
+        });
+        match certificates {
+            // The library's message for bad PEM may quote a line of it, and
+            // that line may be part of the key: it is not passed on.
+            Some(certificates) => Client::build_with_tls(info, certificates).map_err(|_| {
+                StoreError::Backend(
+                    "the tls library cannot read caCert, clientCert or clientKey".to_owned(),
+                )
+            }),
+            None => Client::open(info)
+                .map_err(|err| StoreError::Backend(format!("bad redis address: {}", lower(&err)))),
+        }
+    }
+
     fn info_for(&self, addr: &Addr) -> Result<ConnectionInfo, StoreError> {
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+        let info = self
+            .connection_addr(addr)
             .into_connection_info()
             .map_err(|err| StoreError::Backend(format!("bad redis address {addr}: {err}")))?;
         Ok(info.set_redis_settings(self.redis.clone()))
@@ -290,7 +333,8 @@ impl Link {
         if let Some(password) = password {
             settings = settings.set_password(password.expose());
         }
-        let info = ConnectionAddr::Tcp(sentinel.host.clone(), sentinel.port)
+        let info = self
+            .connection_addr(sentinel)
             .into_connection_info()
             .map_err(|err| err.to_string())?
             .set_redis_settings(settings);
@@ -325,22 +369,50 @@ impl Link {
     }
 
     async fn dial(&self, info: ConnectionInfo) -> Result<MultiplexedConnection, StoreError> {
-        let client = Client::open(info)
-            .map_err(|err| StoreError::Backend(format!("bad redis address: {err}")))?;
+        let client = self.client(info)?;
         let config = self.connection_config();
         let dial = client.get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(self.dial_timeout, dial).await {
             Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(err)) => Err(StoreError::Unavailable(format!(
-                "cannot connect to redis ({}): {}",
-                self.describe(),
-                lower(&err)
-            ))),
+            Ok(Err(err)) => {
+                let message = lower(&err);
+                Err(StoreError::Unavailable(format!(
+                    "cannot connect to redis ({}): {message}{}",
+                    self.describe(),
+                    self.hint(&message)
+                )))
+            }
             Err(_) => Err(StoreError::Unavailable(format!(
                 "cannot connect to redis ({}) within {:?}",
                 self.describe(),
                 self.dial_timeout
             ))),
+        }
+    }
+
+    /// What to check after a failed dial whose cause is a usual mistake in
+    /// the TLS settings; the library's words alone rarely say which field.
+    fn hint(&self, message: &str) -> &'static str {
+        let message = message.to_ascii_lowercase();
+        let has = |needle: &str| message.contains(needle);
+        match &self.tls {
+            Some(_) if has("unknownissuer") => {
+                "; the server's certificate is not signed by a trusted ca \
+                 (set caCert to the ca that signed it)"
+            }
+            Some(_) if has("notvalidforname") => {
+                "; the server's certificate does not name the host dialed"
+            }
+            Some(_) if has("certificaterequired") || has("handshakefailure") => {
+                "; the server may require a client certificate (set clientCert and clientKey)"
+            }
+            Some(_) if has("expired") || has("notvalidyet") => {
+                "; a certificate is outside its validity period"
+            }
+            None if has("reset by peer") || has("connection closed") || has("broken pipe") => {
+                "; if the server accepts only tls, set enableTLS: true"
+            }
+            _ => "",
         }
     }
 

@@ -21,6 +21,7 @@
 mod config;
 mod link;
 mod node;
+mod pem;
 mod quorum;
 mod scripts;
 mod watch;
@@ -36,7 +37,7 @@ use leasehold_core::{
     Renewal, StoreError,
 };
 
-pub use config::{Addr, Config, Mode, ReplicaAck};
+pub use config::{Addr, Config, Identity, Mode, ReplicaAck, Tls};
 use link::Link;
 use node::{Node, info_field};
 use quorum::Quorum;
@@ -79,6 +80,16 @@ impl RedisStore {
     /// Redis`), then `INFO replication` (replicas without `failover: true`
     /// are refused: `replication is not supported`).
     pub async fn connect(config: Config) -> Result<Self, ConnectError> {
+        if config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.insecure_skip_verify)
+        {
+            tracing::warn!(
+                "lock.redis: insecureSkipTLSVerify is true: the redis server's certificate is \
+                 not verified, so anyone on the network path can pose as redis"
+            );
+        }
         let scripts = Arc::new(Scripts::new());
         let nodes: Vec<Node> = Link::targets(&config)
             .into_iter()

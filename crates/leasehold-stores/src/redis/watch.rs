@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use leasehold_core::StoreError;
-use redis::Client;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -173,7 +172,7 @@ async fn subscribe(
 ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream, String), String> {
     let info = link.resolve().await.map_err(|err| err.to_string())?;
     let addr = info.addr().to_string();
-    let client = Client::open(info).map_err(|err| err.to_string())?;
+    let client = link.client(info).map_err(|err| err.to_string())?;
     let budget = link.dial_timeout() + link.io_timeout();
     let connect = async {
         let (mut sink, stream) = client.get_async_pubsub().await?.split();
