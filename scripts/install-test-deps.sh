@@ -29,3 +29,6 @@ fi
 if [ -x scripts/install-sdk-deps.sh ]; then
     scripts/install-sdk-deps.sh
 fi
+if [ -x scripts/install-safety-deps.sh ]; then
+    scripts/install-safety-deps.sh
+fi

@@ -158,7 +158,7 @@ pub(crate) enum Client {
     DaprGrpc(DaprClient<Channel>, String),
     V1Grpc(LocksClient<Channel>, String),
     Redis(redis::aio::MultiplexedConnection, Box<RedisScripts>),
-    Etcd(Box<etcd_client::Client>, HashMap<String, i64>),
+    Etcd(Box<EtcdClient>, HashMap<String, i64>),
     Postgres(Box<PgClient>),
 }
 
@@ -171,6 +171,15 @@ pub(crate) struct HttpClient {
     unlock_path: String,
 }
 
+/// An etcd connection (the client type has no `Debug`).
+pub(crate) struct EtcdClient(etcd_client::Client);
+
+impl std::fmt::Debug for EtcdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EtcdClient")
+    }
+}
+
 /// The Lua scripts of the raw Redis baseline.
 #[derive(Debug)]
 pub(crate) struct RedisScripts {
@@ -179,8 +188,7 @@ pub(crate) struct RedisScripts {
 }
 
 /// Compare-and-delete: the usual Redis unlock.
-const REDIS_UNLOCK: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+const REDIS_UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 /// Compare-and-expire: the usual Redis renew.
 const REDIS_RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 
@@ -196,7 +204,7 @@ pub(crate) struct PgClient {
 pub(crate) const PG_SETUP: &str = "CREATE TABLE IF NOT EXISTS bench_locks (
     key text PRIMARY KEY, owner text NOT NULL, expires_at timestamptz NOT NULL)";
 const PG_LOCK: &str = "INSERT INTO bench_locks AS l (key, owner, expires_at)
-    VALUES ($1, $2, now() + make_interval(secs => $3))
+    VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')
     ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
     WHERE l.expires_at <= now()
     RETURNING l.owner";
@@ -244,7 +252,7 @@ impl Client {
             }
             Target::Etcd { endpoint } => {
                 let client = etcd_client::Client::connect([endpoint.as_str()], None).await?;
-                Client::Etcd(Box::new(client), HashMap::new())
+                Client::Etcd(Box::new(EtcdClient(client)), HashMap::new())
             }
             Target::Postgres { conninfo } => {
                 let (client, connection) =
@@ -264,7 +272,12 @@ impl Client {
     }
 
     /// Try once to take `key` for `owner`.
-    pub(crate) async fn lock(&mut self, key: &str, owner: &str, lease: Duration) -> Result<Outcome> {
+    pub(crate) async fn lock(
+        &mut self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Outcome> {
         let seconds = lease.as_secs().max(1);
         match self {
             Client::Http(http) => {
@@ -307,8 +320,9 @@ impl Client {
                     .await?;
                 Ok(done_if(answer.is_some()))
             }
-            Client::Etcd(client, leases) => {
+            Client::Etcd(etcd, leases) => {
                 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+                let client = &mut etcd.0;
                 let lease_id = client.lease_grant(seconds as i64, None).await?.id();
                 let txn = Txn::new()
                     .when([Compare::create_revision(key, CompareOp::Equal, 0)])
@@ -329,7 +343,7 @@ impl Client {
             Client::Postgres(pg) => {
                 let rows = pg
                     .client
-                    .query(&pg.lock, &[&key, &owner, &(seconds as f64)])
+                    .query(&pg.lock, &[&key, &owner, &(lease.as_millis() as i64)])
                     .await?;
                 Ok(done_if(!rows.is_empty()))
             }
@@ -380,8 +394,9 @@ impl Client {
                     .await?;
                 Ok(done_if(deleted == 1))
             }
-            Client::Etcd(client, leases) => {
+            Client::Etcd(etcd, leases) => {
                 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let client = &mut etcd.0;
                 let txn = Txn::new()
                     .when([Compare::value(key, CompareOp::Equal, owner)])
                     .and_then([TxnOp::delete(key, None)]);
@@ -399,7 +414,12 @@ impl Client {
     }
 
     /// Extend `owner`'s lease on `key`.
-    pub(crate) async fn renew(&mut self, key: &str, owner: &str, lease: Duration) -> Result<Outcome> {
+    pub(crate) async fn renew(
+        &mut self,
+        key: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Outcome> {
         match self {
             Client::V1Grpc(client, store) => {
                 let response = client
@@ -410,7 +430,9 @@ impl Client {
                         lease_ms: lease.as_millis() as u64,
                     })
                     .await?;
-                Ok(done_if(response.get_ref().status == RenewStatus::Renewed as i32))
+                Ok(done_if(
+                    response.get_ref().status == RenewStatus::Renewed as i32,
+                ))
             }
             Client::Redis(connection, scripts) => {
                 let renewed: i64 = scripts
@@ -422,7 +444,8 @@ impl Client {
                     .await?;
                 Ok(done_if(renewed == 1))
             }
-            Client::Etcd(client, leases) => {
+            Client::Etcd(etcd, leases) => {
+                let client = &mut etcd.0;
                 let Some(&lease_id) = leases.get(key) else {
                     return Ok(Outcome::Refused);
                 };
@@ -437,7 +460,11 @@ impl Client {
 }
 
 fn done_if(done: bool) -> Outcome {
-    if done { Outcome::Done } else { Outcome::Refused }
+    if done {
+        Outcome::Done
+    } else {
+        Outcome::Refused
+    }
 }
 
 async fn grpc_channel(addr: &str) -> Result<Channel> {
@@ -610,8 +637,13 @@ pub(crate) async fn run(
     on_measure();
     let mut total = Tally::new();
     for task in tasks {
-        let tally = task.await.map_err(|e| anyhow!("client task failed: {e}"))??;
-        total.latency.add(&tally.latency).expect("same histogram bounds");
+        let tally = task
+            .await
+            .map_err(|e| anyhow!("client task failed: {e}"))??;
+        total
+            .latency
+            .add(&tally.latency)
+            .expect("same histogram bounds");
         total.requests += tally.requests;
         total.acquired += tally.acquired;
         total.errors += tally.errors;
@@ -718,9 +750,15 @@ async fn handoff_pair(
         let wait_owner = owners.1.clone();
         let lease = spec.lease;
         let waiting = tokio::spawn(async move {
-            let granted =
-                v1_acquire(&mut wait_client, &wait_store, &wait_key, &wait_owner, lease, 5_000)
-                    .await;
+            let granted = v1_acquire(
+                &mut wait_client,
+                &wait_store,
+                &wait_key,
+                &wait_owner,
+                lease,
+                5_000,
+            )
+            .await;
             (granted, Instant::now())
         });
         // Give the waiter's request time to reach the server and queue.

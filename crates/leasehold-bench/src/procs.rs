@@ -31,12 +31,24 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 /// The process and its direct children (a PostgreSQL postmaster and its
 /// backends).
 pub(crate) fn cpu_seconds_tree(pid: u32) -> Option<f64> {
-    let mut total = cpu_seconds(pid)?;
+    // The parent's own time plus what its exited children left it
+    // (cutime, cstime), plus the live children's own time.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut total = 0.0;
+    for index in 11..=14 {
+        total += fields.get(index)?.parse::<f64>().ok()? / TICKS_PER_SECOND;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Some(total);
     };
     for entry in entries.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if parent_of(child) == Some(pid) {
@@ -44,6 +56,27 @@ pub(crate) fn cpu_seconds_tree(pid: u32) -> Option<f64> {
         }
     }
     Some(total)
+}
+
+/// Busy CPU seconds of the whole machine so far (all CPUs, from the first
+/// line of `/proc/stat`: everything but idle and iowait).
+pub(crate) fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(8)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / TICKS_PER_SECOND)
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -97,7 +130,18 @@ impl Sidecar {
             .tempdir()?;
         let mut command = Command::new(binary);
         command
-            .args(["serve", "--http-port", "0", "--grpc-port", "0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                // Metrics stay on, as by default, on a free port so that
+                // several sidecars can run at once.
+                "--metrics-port",
+                "0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"));
         if let Some(yaml) = components {
             let resources = dir.path().join("components");
@@ -105,7 +149,12 @@ impl Sidecar {
             std::fs::write(resources.join("store.yaml"), yaml)?;
             command.arg("--resources-path").arg(&resources);
         }
-        for var in ["DAPR_HTTP_PORT", "DAPR_GRPC_PORT", "DAPR_API_TOKEN", "APP_ID"] {
+        for var in [
+            "DAPR_HTTP_PORT",
+            "DAPR_GRPC_PORT",
+            "DAPR_API_TOKEN",
+            "APP_ID",
+        ] {
             command.env_remove(var);
         }
         let log = std::fs::File::create(dir.path().join("stderr.log"))?;
