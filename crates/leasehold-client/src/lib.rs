@@ -3,15 +3,18 @@
 //! notice of loss.
 //!
 //! [`Client::lock`] and [`Client::try_lock`] return a [`LockGuard`]. While
-//! the guard lives, the sidecar renews the lease (the guard holds a
-//! leasehold.v1 `Hold` stream open). The guard carries the grant's
+//! the guard lives, it renews the lease in the background (leasehold.v1
+//! `Renew`, every third of the lease). The guard carries the grant's
 //! [`fencing_token`](LockGuard::fencing_token): pass it to the resource you
 //! protect, and have the resource refuse tokens lower than the highest it
-//! has seen. [`LockGuard::lost`] resolves the moment the lease is lost
-//! (renewal refused, force-unlocked, the backend unreachable for too long),
-//! before anyone else can be granted the lock. [`LockGuard::unlock`]
-//! consumes the guard; dropping it also releases the lock, and the lease
-//! is the safety net if the process dies.
+//! has seen. [`LockGuard::lost`] resolves when the lease is lost: a renewal
+//! is refused (force-unlocked, expired, the hold cap reached), or renewals
+//! fail until a margin before the lease could run out. The guard keeps that
+//! deadline on its own clock, counted from when each request was *sent*, so
+//! a stalled sidecar or network cannot make it believe it still holds a
+//! lock that may already be someone else's. [`LockGuard::unlock`] consumes
+//! the guard; dropping it releases the lock in the background, and the
+//! lease is the safety net if the process dies.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -44,11 +47,12 @@ use std::time::Duration;
 
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{
-    AcquireRequest, ForceUnlockRequest, HoldRequest, ListRequest, ReleaseRequest, ReleaseStatus,
-    RenewRequest, RenewStatus, StatusRequest, hold_event,
+    AcquireRequest, ForceUnlockRequest, ListRequest, ReleaseRequest, ReleaseStatus, RenewRequest,
+    RenewStatus, StatusRequest,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -392,41 +396,24 @@ impl Client {
         lease: Duration,
         wait: Duration,
     ) -> Result<LockGuard, Error> {
-        let request = HoldRequest {
-            store: store.to_owned(),
-            resource_id: resource_id.to_owned(),
-            owner: self.owner.clone(),
-            lease_ms: millis(lease),
-            wait_ms: millis(wait),
-        };
-        let mut stream = self.rpc.clone().hold(request).await?.into_inner();
-        let fence = match stream.message().await? {
-            Some(event) => match event.event {
-                Some(hold_event::Event::Acquired(acquired)) => acquired.fencing_token,
-                Some(hold_event::Event::NotAcquired(_)) => return Err(Error::NotAcquired),
-                _ => {
-                    return Err(Error::Status(tonic::Status::internal(
-                        "the stream began with an unexpected event",
-                    )));
-                }
-            },
-            None => {
-                return Err(Error::Status(tonic::Status::internal(
-                    "the stream ended before the lock was taken",
-                )));
-            }
+        // The store granted the lease after this instant, so the lease
+        // surely lasts until `sent + lease` on this machine's clock.
+        let sent = Instant::now();
+        let Some(fence) = self
+            .acquire(store, resource_id, &self.owner, lease, wait)
+            .await?
+        else {
+            return Err(Error::NotAcquired);
         };
         let (lost_tx, lost_rx) = watch::channel(None);
-        // The stream stays open while this task reads it; the sidecar
-        // renews the lease meanwhile. Its end is the loss.
+        let keeper = Keeper {
+            client: self.clone(),
+            store: store.to_owned(),
+            resource_id: resource_id.to_owned(),
+            lease,
+        };
         let task = tokio::spawn(async move {
-            let reason = loop {
-                match stream.message().await {
-                    Ok(Some(_renewed)) => {}
-                    Ok(None) => break "the sidecar closed the stream".to_owned(),
-                    Err(status) => break status.message().to_owned(),
-                }
-            };
+            let reason = keeper.run(sent).await;
             let _ = lost_tx.send(Some(reason));
         });
         Ok(LockGuard {
@@ -588,7 +575,73 @@ impl Client {
     }
 }
 
-/// A held lock. The sidecar renews it while the guard lives.
+/// Renews one guard's lease and keeps the guard's own deadline.
+struct Keeper {
+    client: Client,
+    store: String,
+    resource_id: String,
+    lease: Duration,
+}
+
+impl Keeper {
+    /// Renew at a third of the lease until the lease is lost; returns why.
+    ///
+    /// Each renewal's lease is counted from the moment its request was
+    /// sent, never from the reply, so the deadline kept here is never later
+    /// than the store's. When renewals fail, the guard reports the loss a
+    /// margin before that deadline, by its own timer: a stalled sidecar or
+    /// network cannot make it believe it still holds the lock.
+    async fn run(self, granted_after: Instant) -> String {
+        let margin = (self.lease / 10).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        let mut granted = self.lease;
+        let mut deadline = granted_after + granted;
+        let mut next = granted_after + granted / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline - margin) => {
+                    return "the lease could not be renewed before it would run out".to_owned();
+                }
+                () = tokio::time::sleep_until(next) => {}
+            }
+            let attempt = Instant::now();
+            let budget = (deadline - margin).saturating_duration_since(attempt);
+            let renewal = tokio::time::timeout(
+                budget,
+                self.client.renew(
+                    &self.store,
+                    &self.resource_id,
+                    &self.client.owner,
+                    self.lease,
+                ),
+            )
+            .await;
+            match renewal {
+                Ok(Ok(Renewed::Renewed(lease))) => {
+                    granted = lease;
+                    deadline = attempt + granted;
+                    next = attempt + granted / 3;
+                }
+                Ok(Ok(Renewed::NotFound)) => {
+                    return "the lock was released or expired without this guard (force-unlocked, or the lease ran out)"
+                        .to_owned();
+                }
+                Ok(Ok(Renewed::HeldByOther)) => return "another owner holds the lock".to_owned(),
+                Ok(Ok(Renewed::HoldLimitReached)) => {
+                    return "the sidecar's maximum hold time is reached".to_owned();
+                }
+                Ok(Err(_)) => {
+                    // Try again soon, while the lease lasts.
+                    next = Instant::now() + (granted / 10).min(Duration::from_millis(100));
+                }
+                Err(_) => {
+                    return "the lease could not be renewed before it would run out".to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// A held lock, renewed in the background while the guard lives.
 #[derive(Debug)]
 pub struct LockGuard {
     client: Client,
@@ -654,9 +707,16 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // Closing the stream tells the sidecar to release the lock.
-        if let Some(task) = self.task.take() {
-            task.abort();
+        let Some(task) = self.task.take() else { return };
+        task.abort();
+        // Release in the background when a runtime is there to do it; the
+        // lease is the safety net otherwise.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let (store, resource_id) = (self.store.clone(), self.resource_id.clone());
+            runtime.spawn(async move {
+                let _ = client.release(&store, &resource_id, &client.owner).await;
+            });
         }
     }
 }

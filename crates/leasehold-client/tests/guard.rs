@@ -87,7 +87,7 @@ async fn loss_is_reported_and_unlock_says_so() {
     let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost())
         .await
         .expect("loss not reported");
-    assert!(reason.contains("maintenance"), "{reason}");
+    assert!(reason.contains("force-unlocked"), "{reason}");
     assert!(matches!(guard.unlock().await, Err(Error::LeaseLost(_))));
 }
 
@@ -115,4 +115,30 @@ async fn a_wait_that_runs_out_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, Error::NotAcquired), "{err}");
     assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_stopped_sidecar_cannot_keep_a_guard_believing() {
+    // The sidecar goes away under a held guard: renewals fail, and the
+    // guard's own timer reports the loss before the lease could have run
+    // out, counted from when the acquire was sent.
+    let server = EmbeddedServer::start().await.unwrap();
+    let client = Client::connect(Config::new(server.grpc_endpoint()))
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(900);
+    let sent = tokio::time::Instant::now();
+    let guard = client
+        .lock("lockstore", "stall", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    drop(server);
+    let reason = tokio::time::timeout(Duration::from_secs(10), guard.lost())
+        .await
+        .expect("loss not reported");
+    assert!(
+        reason.contains("could not be renewed") || reason.contains("expired"),
+        "{reason}"
+    );
+    let _ = sent;
 }

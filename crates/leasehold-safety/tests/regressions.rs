@@ -46,7 +46,6 @@ fn two_sidecars_on_redis() -> Option<(RedisServer, Sidecar, Sidecar, tempfile::T
 /// real life), the guard keeps reporting the lock as held after the
 /// backend let the lease run out and another sidecar granted the lock.
 #[test]
-#[ignore = "known issue 1 in docs/safety.md: LockGuard has no local lease deadline"]
 fn a_guard_whose_sidecar_stalls_is_lost_before_another_sidecar_grants() {
     let Some((_redis, stalled, healthy, _dir)) = two_sidecars_on_redis() else {
         return;
@@ -93,7 +92,6 @@ fn a_guard_whose_sidecar_stalls_is_lost_before_another_sidecar_grants() {
 /// run out; the guard must hear of its loss before the waiting client is
 /// granted the lock, and that is a race the guard can lose.
 #[test]
-#[ignore = "known issue 1 in docs/safety.md: LockGuard has no local lease deadline"]
 fn a_guard_hears_of_its_loss_before_a_stalled_in_memory_sidecar_grants_again() {
     use leasehold_proto::dapr::TryLockRequest;
     use leasehold_proto::dapr::dapr_client::DaprClient;

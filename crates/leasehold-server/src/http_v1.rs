@@ -96,16 +96,26 @@ impl Fields {
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Result<String, ApiError> {
+    let mut found = None;
     for pair in query.unwrap_or_default().split('&') {
-        if let Some((key, value)) = pair.split_once('=')
-            && key == name
-        {
-            return unescape(value)
-                .map(|v| v.into_owned())
-                .map_err(|e| malformed(format!("query parameter `{name}`: {e}")));
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != name {
+            continue;
         }
+        // A parameter given twice is refused, as a JSON body refuses a
+        // duplicate field: which one was meant cannot be known.
+        if found.is_some() {
+            return Err(malformed(format!(
+                "query parameter `{name}` is given more than once"
+            )));
+        }
+        found = Some(
+            unescape(value)
+                .map(|v| v.into_owned())
+                .map_err(|e| malformed(format!("query parameter `{name}`: {e}")))?,
+        );
     }
-    Ok(String::new())
+    Ok(found.unwrap_or_default())
 }
 
 /// Route one `/v1/...` request; `None` when the path is not one of ours.

@@ -176,7 +176,7 @@ fn run_holds_the_lock_while_the_command_runs() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(
-        stderr.contains("lease on job lost") && stderr.contains("test"),
+        stderr.contains("lease on job lost") && stderr.contains("force-unlocked"),
         "{stderr}"
     );
 }

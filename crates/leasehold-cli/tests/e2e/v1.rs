@@ -509,6 +509,21 @@ async fn status_list_and_admin_tokens() {
         let response = request(
             sidecar.http,
             "GET",
+            "/v1/locks/locks/status?resourceId=a&resourceId=b",
+            &[],
+            b"",
+        );
+        assert_eq!(response.status, 400);
+        assert!(
+            response
+                .text()
+                .contains("`resourceId` is given more than once"),
+            "{}",
+            response.text()
+        );
+        let response = request(
+            sidecar.http,
+            "GET",
             "/v1/locks/locks/status?resourceId=job-1",
             &[],
             b"",
