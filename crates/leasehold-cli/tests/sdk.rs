@@ -228,6 +228,9 @@ fn python_sdk_suite() {
         .envs(sidecars.env())
         .env("DAPR_HEALTH_TIMEOUT", "30")
         .env("DAPR_API_TIMEOUT_SECONDS", "30")
+        // The suite uses no pytest plugin; a plugin installed elsewhere in
+        // the same interpreter must not be able to break it.
+        .env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let output = run_suite(&format!("Python SDK dapr=={pinned} (pytest)"), command);
     assert!(
