@@ -1,7 +1,7 @@
 //! `lock.etcd` against real etcd servers: the conformance suite, a backend
 //! that goes away and comes back, authentication with tokens that go stale,
-//! and a three-member cluster that loses its leader, or the member the store
-//! talks to, mid-run.
+//! a three-member cluster that loses its leader, or the member the store
+//! talks to, mid-run, and the conformance suite again over mutual TLS.
 
 #![cfg(feature = "etcd")]
 
@@ -343,27 +343,82 @@ impl leasehold_core::manifest::Env for FixedEnv {
     }
 }
 
-/// The example component file is valid as shipped.
+/// The example component files are valid as shipped (the TLS one with PEM
+/// text in its environment variables; validation checks only its markers).
 #[test]
-fn example_component_validates() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/components/etcd.yaml");
-    let text = std::fs::read_to_string(&path).expect("example file");
-    let env = FixedEnv(&[]);
-    let cx = leasehold_core::manifest::LoadContext {
-        app_id: "app",
-        env: &env,
+fn example_components_validate() {
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n";
+    let env = FixedEnv(&[
+        ("ETCD_CA_CERT", CERT),
+        ("ETCD_CLIENT_CERT", CERT),
+        ("ETCD_CLIENT_KEY", KEY),
+    ]);
+    for name in ["etcd.yaml", "etcd-tls.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/components")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("example file");
+        let cx = leasehold_core::manifest::LoadContext {
+            app_id: "app",
+            env: &env,
+        };
+        let mut loaded = leasehold_core::manifest::Loaded::default();
+        let mut errors = Vec::new();
+        leasehold_core::manifest::parse_file(&path, &text, cx, &mut loaded, &mut errors);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        assert_eq!(loaded.components.len(), 1, "{name}");
+        let store_cx = leasehold_stores::StoreContext {
+            app_id: "app".to_owned(),
+            data_dir: std::env::temp_dir(),
+        };
+        let config = leasehold_stores::validate(&loaded.components[0], &store_cx)
+            .unwrap_or_else(|errors| panic!("{name}: {errors:?}"));
+        assert!(
+            matches!(config, leasehold_stores::StoreConfig::Etcd(_)),
+            "{name}"
+        );
+    }
+}
+
+/// Mutual TLS: the conformance suite over `https://` with the store's own
+/// certificate, and a store without one turned away at connect time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_mutual_tls() {
+    let Some(cluster) = EtcdCluster::start_tls(1) else {
+        return;
     };
-    let mut loaded = leasehold_core::manifest::Loaded::default();
-    let mut errors = Vec::new();
-    leasehold_core::manifest::parse_file(&path, &text, cx, &mut loaded, &mut errors);
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(loaded.components.len(), 1);
-    let store_cx = leasehold_stores::StoreContext {
-        app_id: "app".to_owned(),
-        data_dir: std::env::temp_dir(),
-    };
-    let config = leasehold_stores::validate(&loaded.components[0], &store_cx)
-        .unwrap_or_else(|errors| panic!("{errors:?}"));
-    assert!(matches!(config, leasehold_stores::StoreConfig::Etcd(_)));
+    let tls = cluster.tls().expect("a TLS cluster");
+    let endpoints = cluster.endpoints();
+    assert!(endpoints.starts_with("https://"), "{endpoints}");
+    let (ca, cert, key) = (tls.ca_pem(), tls.client_cert_pem(), tls.client_key_pem());
+
+    let anonymous = Config::from_metadata(&Metadata::from_pairs([
+        ("endpoints", endpoints.as_str()),
+        ("caCert", ca.as_str()),
+        ("dialTimeout", "2s"),
+        ("requestTimeout", "2s"),
+    ]))
+    .expect("valid metadata");
+    let err = EtcdStore::connect(anonymous)
+        .await
+        .expect_err("etcd requires a client certificate");
+    eprintln!("without a client certificate: {err}");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains(&endpoints), "{err}");
+
+    let config = Config::from_metadata(&Metadata::from_pairs([
+        ("endpoints", endpoints.as_str()),
+        ("tlsEnable", "true"),
+        ("caCert", ca.as_str()),
+        ("clientCert", cert.as_str()),
+        ("clientKey", key.as_str()),
+        ("etcdKeyPrefix", "leasehold-test/"),
+        ("dialTimeout", "2s"),
+        ("requestTimeout", "10s"),
+    ]))
+    .expect("valid metadata");
+    assert!(!format!("{config:?}").contains("PRIVATE KEY"), "{config:?}");
+    let store = Arc::new(EtcdStore::connect(config).await.expect("connect over TLS"));
+    leasehold_core::testsuite::run_all(store, "etcd-tls").await;
 }

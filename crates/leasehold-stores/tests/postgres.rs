@@ -11,6 +11,8 @@ use leasehold_core::metadata::Metadata;
 use leasehold_core::{Acquire, LockStore, Release, StoreErrorKind};
 use leasehold_stores::postgres::{Config, PostgresStore};
 use leasehold_testkit::postgres::Postgres;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use tokio::time::{Instant, sleep, timeout};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -222,6 +224,253 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
     drop(server);
 }
 
+/// Run `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("cannot run the openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA (`<name>.crt`, `<name>.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(format!("{name}.crt"))
+}
+
+/// A certificate signed by CA `ca` for `subject_alt_name` with
+/// `extended_key_usage`: (`<name>.crt`, `<name>.key`).
+fn make_leaf(
+    dir: &Path,
+    ca: &str,
+    name: &str,
+    subject_alt_name: &str,
+    extended_key_usage: &str,
+) -> (PathBuf, PathBuf) {
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage={extended_key_usage}\nsubjectAltName={subject_alt_name}\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-days",
+            "2",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+/// A server with `ssl = on` and a certificate for IP 127.0.0.1 from a CA
+/// of its own; also a CA that did not sign it.
+struct TlsServer {
+    server: Postgres,
+    ca: PathBuf,
+    wrong_ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn start_tls_server() -> Option<TlsServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "ca");
+    let wrong_ca = make_ca(dir.path(), "other-ca");
+    let (cert, key) = make_leaf(dir.path(), "ca", "server", "IP:127.0.0.1", "serverAuth");
+    let server = Postgres::start_tls(&cert, &key)?;
+    Some(TlsServer {
+        server,
+        ca,
+        wrong_ca,
+        _dir: dir,
+    })
+}
+
+/// The number of this server's `leasehold` sessions that use TLS, and of
+/// those that do not, as the server sees them.
+fn tls_sessions(server: &Postgres) -> (u32, u32) {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'leasehold'",
+        ])
+        .output()
+        .expect("cannot run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (with, without) = text.trim().split_once('|').expect("two counts");
+    (with.parse().unwrap(), without.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_tls_verify_full() {
+    let Some(tls) = start_tls_server() else {
+        return;
+    };
+    let connection = format!(
+        "{} sslmode=verify-full sslrootcert='{}'",
+        tls.server.connection_string(),
+        tls.ca.display()
+    );
+    let store = connect(&connection, "tls_locks").await;
+    leasehold_core::testsuite::run_all(store.clone(), "postgres-tls").await;
+    let (with, without) = tls_sessions(&tls.server);
+    assert!(with >= 1, "no TLS session seen");
+    assert_eq!(without, 0, "a session without TLS");
+    store.close().await;
+
+    // The URL form carries the same parameters.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        tls.server.connection_url(),
+        tls.ca.display()
+    );
+    let store = connect(&url, "tls_locks").await;
+    assert!(matches!(
+        store
+            .try_lock("lock||app||url", "owner", LONG)
+            .await
+            .unwrap(),
+        Acquire::Acquired { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_with_the_wrong_ca_is_refused_clearly() {
+    let Some(tls) = start_tls_server() else {
+        return;
+    };
+    let connection = format!(
+        "{} sslmode=verify-full sslrootcert={}",
+        tls.server.connection_string(),
+        tls.wrong_ca.display()
+    );
+    let err = PostgresStore::connect(config(&connection, "tls_locks", "5s"))
+        .await
+        .expect_err("a server certificate from another CA must be refused");
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+    let message = err.to_string();
+    assert!(
+        message.contains("TLS") && message.contains("invalid peer certificate: UnknownIssuer"),
+        "{message}"
+    );
+
+    // verify-ca checks the chain only: a host name the certificate does not
+    // carry is accepted, a wrong CA is not.
+    let by_name = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres",
+        tls.server.port
+    );
+    let full = format!(
+        "{by_name} sslmode=verify-full sslrootcert={}",
+        tls.ca.display()
+    );
+    let err = PostgresStore::connect(config(&full, "tls_locks", "5s"))
+        .await
+        .expect_err("the certificate does not name localhost");
+    assert!(
+        err.to_string()
+            .contains("certificate not valid for name \"localhost\""),
+        "{err}"
+    );
+    let chain_only = format!(
+        "{by_name} sslmode=verify-ca sslrootcert={}",
+        tls.ca.display()
+    );
+    PostgresStore::connect(config(&chain_only, "tls_locks", "5s"))
+        .await
+        .expect("verify-ca ignores the name");
+
+    // require without a root certificate encrypts without verifying.
+    let require = format!("{} sslmode=require", tls.server.connection_string());
+    PostgresStore::connect(config(&require, "tls_locks", "5s"))
+        .await
+        .expect("require skips verification without sslrootcert");
+}
+
 struct FixedEnv(&'static [(&'static str, &'static str)]);
 
 impl leasehold_core::manifest::Env for FixedEnv {
@@ -236,13 +485,32 @@ impl leasehold_core::manifest::Env for FixedEnv {
 /// The example component file is valid as shipped.
 #[test]
 fn example_component_validates() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/components/postgresql.yaml");
-    let text = std::fs::read_to_string(&path).expect("example file");
-    let env = FixedEnv(&[(
-        "LOCKS_PG_CONNECTION_STRING",
+    example_validates(
+        "postgresql.yaml",
         "host=127.0.0.1 port=5432 user=leasehold password=hunter2 dbname=locks",
-    )]);
+    );
+}
+
+/// The TLS example is valid as shipped, with the connection string its
+/// comment suggests.
+#[test]
+fn tls_example_component_validates() {
+    example_validates(
+        "postgresql-tls.yaml",
+        "host=db.internal port=5432 user=leasehold password=hunter2 dbname=locks \
+         sslmode=verify-full sslrootcert=/etc/leasehold/pg-ca.crt \
+         sslcert=/etc/leasehold/pg-client.crt sslkey=/etc/leasehold/pg-client.key",
+    );
+}
+
+fn example_validates(file: &str, connection: &'static str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/components")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("example file");
+    let pairs: &'static [(&'static str, &'static str)] =
+        Box::leak(Box::new([("LOCKS_PG_CONNECTION_STRING", connection)]));
+    let env = FixedEnv(pairs);
     let cx = leasehold_core::manifest::LoadContext {
         app_id: "app",
         env: &env,

@@ -4,11 +4,16 @@
 //! ports of 127.0.0.1. A member can be killed and started again on the same
 //! ports with the same data, which is how tests take a backend away and
 //! bring it back.
+//!
+//! A cluster started with [`EtcdCluster::start_tls`] serves clients over
+//! mutual TLS only, with certificates made by the `openssl` command; its
+//! health is then read from a plain-HTTP metrics port.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{ServerProcess, find_binary, free_port, wait_until};
@@ -25,6 +30,10 @@ pub struct EtcdMember {
     /// The client port on 127.0.0.1.
     pub client_port: u16,
     peer_port: u16,
+    /// Where `/health` answers over plain HTTP: the client port, or with
+    /// TLS a metrics port of its own.
+    health_port: u16,
+    tls: Option<Arc<EtcdTls>>,
     binary: PathBuf,
     data_dir: PathBuf,
     log_dir: PathBuf,
@@ -36,7 +45,8 @@ pub struct EtcdMember {
 impl EtcdMember {
     /// The client URL, as a store's `endpoints` metadata lists it.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn command(&self) -> Command {
@@ -61,7 +71,20 @@ impl EtcdMember {
             .arg("--initial-cluster-state")
             .arg("new")
             .arg("--initial-cluster-token")
-            .arg("leasehold-test")
+            .arg("leasehold-test");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(tls.path("server.pem"))
+                .arg("--key-file")
+                .arg(tls.path("server.key"))
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(tls.path("ca.pem"))
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{}", self.health_port));
+        }
+        command
             // etcd refuses to start when ETCD_* variables of the caller name
             // flags that are given here too.
             .env_remove("ETCD_NAME")
@@ -95,7 +118,7 @@ impl EtcdMember {
 
     /// Whether `/health` says the member is part of a cluster with a leader.
     pub fn healthy(&self) -> bool {
-        http_get(self.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
+        http_get(self.health_port, "/health").is_some_and(|body| body.contains("\"true\""))
     }
 
     /// Whether the member leads the cluster, by its own status; `None` when
@@ -165,11 +188,36 @@ impl EtcdCluster {
     /// Start `size` members that form one cluster, and wait until it has a
     /// leader.
     pub fn start(size: usize) -> Option<EtcdCluster> {
+        Self::launch(size, false)
+    }
+
+    /// Start `size` members that serve clients over TLS alone and require a
+    /// client certificate signed by [`EtcdCluster::tls`]'s CA. Also `None`
+    /// when the `openssl` command is missing outside CI.
+    pub fn start_tls(size: usize) -> Option<EtcdCluster> {
+        Self::launch(size, true)
+    }
+
+    /// The certificates of a cluster started with TLS.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.members.first().and_then(|m| m.tls.as_deref())
+    }
+
+    fn launch(size: usize, with_tls: bool) -> Option<EtcdCluster> {
         let binary = find_binary("etcd", "LEASEHOLD_ETCD", &[])?;
         let dir = tempfile::Builder::new()
             .prefix("leasehold-etcd-")
             .tempdir()
             .expect("cannot create a temporary directory");
+        let tls = if with_tls {
+            let openssl = find_binary("openssl", "LEASEHOLD_OPENSSL", &[])?;
+            Some(Arc::new(EtcdTls::generate(
+                &openssl,
+                &dir.path().join("tls"),
+            )))
+        } else {
+            None
+        };
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -184,6 +232,12 @@ impl EtcdCluster {
                 name: format!("m{i}"),
                 client_port,
                 peer_port,
+                health_port: if tls.is_some() {
+                    free_port()
+                } else {
+                    client_port
+                },
+                tls: tls.clone(),
                 binary: binary.clone(),
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log_dir: dir.path().to_owned(),
@@ -237,7 +291,7 @@ impl EtcdCluster {
         let member = &mut self.members[index];
         member.kill();
         member.spawn();
-        let port = member.client_port;
+        let port = member.health_port;
         wait_until(
             START_TIMEOUT,
             &format!("etcd member {index} to be healthy"),
@@ -262,12 +316,133 @@ impl EtcdCluster {
     }
 
     fn wait_healthy(&mut self) {
-        let ports: Vec<u16> = self.members.iter().map(|m| m.client_port).collect();
+        let ports: Vec<u16> = self.members.iter().map(|m| m.health_port).collect();
         wait_until(START_TIMEOUT, "the etcd cluster to be healthy", || {
             ports.iter().all(|&port| {
                 http_get(port, "/health").is_some_and(|body| body.contains("\"true\""))
             })
         });
+    }
+}
+
+/// Certificates for a TLS cluster, made with the `openssl` command: a CA,
+/// a server certificate for IP 127.0.0.1 (`serverAuth`) and a client
+/// certificate (`clientAuth`), all with the v3 extensions rustls requires.
+#[derive(Debug)]
+pub struct EtcdTls {
+    dir: PathBuf,
+}
+
+impl EtcdTls {
+    fn generate(openssl: &Path, dir: &Path) -> EtcdTls {
+        std::fs::create_dir_all(dir).expect("cannot create the TLS directory");
+        let run = |args: &[&str]| {
+            let output = Command::new(openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("cannot run openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(new_key);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=leasehold test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&ca);
+        for (name, subject, extensions, serial) in [
+            (
+                "server",
+                "/CN=127.0.0.1",
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+                "2",
+            ),
+            (
+                "client",
+                "/CN=leasehold",
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+                "3",
+            ),
+        ] {
+            let ext = format!("{name}.ext");
+            std::fs::write(dir.join(&ext), extensions).expect("cannot write an extensions file");
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let mut request = vec!["req"];
+            request.extend(new_key);
+            request.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+            run(&request);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        EtcdTls {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file))
+            .unwrap_or_else(|err| panic!("cannot read {file}: {err}"))
+    }
+
+    /// The CA certificate (PEM), as `caCert` takes it.
+    pub fn ca_pem(&self) -> String {
+        self.read("ca.pem")
+    }
+
+    /// The client certificate (PEM), as `clientCert` takes it.
+    pub fn client_cert_pem(&self) -> String {
+        self.read("client.pem")
+    }
+
+    /// The client's private key (PEM), as `clientKey` takes it.
+    pub fn client_key_pem(&self) -> String {
+        self.read("client.key")
     }
 }
 

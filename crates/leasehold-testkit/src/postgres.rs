@@ -7,6 +7,11 @@
 //! process stands between the test and the server it kills). The server
 //! listens on 127.0.0.1 on a free port, keeps its socket in the temporary
 //! directory, and trusts every local connection.
+//!
+//! [`Postgres::start_tls`] also turns on `ssl` with a given certificate and
+//! key (copied into the temporary directory, owned by the server's user,
+//! the key with mode 0600 as the server demands); plain connections are
+//! still accepted.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -32,12 +37,24 @@ pub struct Postgres {
     user: Option<(u32, u32)>,
     process: Option<ServerProcess>,
     starts: u32,
+    /// The server's certificate and key files when `ssl = on`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Postgres {
     /// Create a cluster and start it. `None` (after a loud message) when the
     /// binaries are missing outside CI; see [`crate::find_binary`].
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// As [`Postgres::start`], with `ssl = on` serving the PEM certificate
+    /// (chain) in `cert` and the PEM private key in `key`.
+    pub fn start_tls(cert: &Path, key: &Path) -> Option<Postgres> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Option<Postgres> {
         let postgres = find_binary("postgres", "LEASEHOLD_POSTGRES_BIN", &[DEBIAN_BIN_DIR])?;
         // The other programs sit beside the real binary, which a link on
         // PATH (as in /usr/local/bin) may point to.
@@ -74,7 +91,11 @@ impl Postgres {
             user,
             process: None,
             starts: 0,
+            tls: None,
         };
+        if let Some((cert, key)) = tls {
+            server.tls = Some(server.install_tls(cert, key));
+        }
         server.initdb();
         server.spawn();
         server.wait_ready();
@@ -103,6 +124,27 @@ impl Postgres {
         } else {
             PathBuf::from(name)
         }
+    }
+
+    /// Copy the certificate and key where the server can read them, owned
+    /// by its user, the key readable by that user alone.
+    fn install_tls(&self, cert: &Path, key: &Path) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let installed = (
+            self.dir.path().join("server.crt"),
+            self.dir.path().join("server.key"),
+        );
+        for (from, to, mode) in [(cert, &installed.0, 0o644), (key, &installed.1, 0o600)] {
+            std::fs::copy(from, to)
+                .unwrap_or_else(|err| panic!("cannot copy {}: {err}", from.display()));
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|err| panic!("cannot chmod {}: {err}", to.display()));
+            if let Some((uid, gid)) = self.user {
+                std::os::unix::fs::chown(to, Some(uid), Some(gid))
+                    .unwrap_or_else(|err| panic!("cannot chown {}: {err}", to.display()));
+            }
+        }
+        installed
     }
 
     fn as_server_user(&self, command: &mut Command) {
@@ -150,6 +192,13 @@ impl Postgres {
                 self.dir.path().display()
             ))
             .args(["-c", "fsync=off", "-c", "max_connections=60"]);
+        if let Some((cert, key)) = &self.tls {
+            command
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         self.as_server_user(&mut command);
         let log = self
             .dir

@@ -5,7 +5,10 @@
 //! is unreachable or has no leader, or is given up before it answers, the
 //! next call goes to the next member; the store's retry loop makes the next
 //! call. Connections are opened on first use and reopened by themselves
-//! after they break, so a member that comes back is used again.
+//! after they break, so a member that comes back is used again. `https://`
+//! members are reached over TLS (rustls), with the configured CA as the only
+//! root, the endpoint's host as the name to check, and the store's client
+//! certificate when one is set.
 //!
 //! With etcd authentication, the client trades the user and password for a
 //! token once per member (etcd's default "simple" tokens are known only to
@@ -24,7 +27,9 @@ use leasehold_core::metadata::Secret;
 use leasehold_proto::etcd::etcdserverpb as pb;
 use leasehold_proto::tonic::codegen::tokio_stream::{self, StreamExt};
 use leasehold_proto::tonic::metadata::AsciiMetadataValue;
-use leasehold_proto::tonic::transport::{Channel, Endpoint};
+use leasehold_proto::tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity,
+};
 use leasehold_proto::tonic::{Code, Request, Response, Status, Streaming};
 use pb::auth_client::AuthClient;
 use pb::kv_client::KvClient;
@@ -55,6 +60,8 @@ const INVALID_TOKEN: &str = "invalid auth token";
 /// How to reach the cluster.
 pub(super) struct Options {
     pub(super) endpoints: Vec<String>,
+    /// TLS for the `https://` endpoints.
+    pub(super) tls: Option<super::Tls>,
     pub(super) user: Option<(String, Secret)>,
     pub(super) dial_timeout: Duration,
     pub(super) request_timeout: Duration,
@@ -101,8 +108,9 @@ pub(super) enum WatchStart {
 }
 
 impl EtcdClient {
-    /// A client of the members at `endpoints` (`http://host:port`). No I/O:
-    /// connections are opened by the first call to each member.
+    /// A client of the members at `endpoints` (`http://host:port`, or
+    /// `https://host:port` with `tls`). No I/O: connections are opened by
+    /// the first call to each member.
     pub(super) fn new(options: Options) -> Result<EtcdClient, String> {
         let mut members = Vec::with_capacity(options.endpoints.len());
         for url in options.endpoints {
@@ -116,6 +124,18 @@ impl EtcdClient {
                 .http2_keep_alive_interval(PING_INTERVAL)
                 .keep_alive_timeout(options.dial_timeout)
                 .tcp_keepalive(Some(TCP_KEEPALIVE));
+            let endpoint = if url.starts_with("https://") {
+                let tls = options
+                    .tls
+                    .as_ref()
+                    .ok_or_else(|| format!("{url:?} is https:// but TLS is not configured"))?;
+                let config = tls_config(tls, &endpoint)?;
+                endpoint
+                    .tls_config(config)
+                    .map_err(|err| format!("TLS to {url:?}: {}", error_chain(&err)))?
+            } else {
+                endpoint
+            };
             members.push(Member {
                 url,
                 channel: endpoint.connect_lazy(),
@@ -352,6 +372,40 @@ impl EtcdClient {
             );
         }
     }
+}
+
+/// The TLS settings of one member's connection: the CA, the store's own
+/// certificate if any, and the name the member's certificate must carry,
+/// which is the endpoint's host (an IP address is checked against the
+/// certificate's IP subject alternative names).
+fn tls_config(tls: &super::Tls, endpoint: &Endpoint) -> Result<ClientTlsConfig, String> {
+    let host = endpoint
+        .uri()
+        .host()
+        .ok_or_else(|| format!("{:?} has no host", endpoint.uri().to_string()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&tls.ca_cert))
+        .domain_name(host);
+    if let Some((cert, key)) = &tls.client {
+        config = config.identity(Identity::from_pem(cert, key.expose()));
+    }
+    Ok(config)
+}
+
+/// An error and its sources, for a message that names the real cause.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One call to one member. A call that fails because the member could not

@@ -67,8 +67,11 @@ const MAX_ATTEMPTS: u32 = 8;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Client URLs of the members (`http://host:port`).
+    /// Client URLs of the members (`http://host:port`, or `https://host:port`
+    /// with TLS).
     pub endpoints: Vec<String>,
+    /// TLS to every member, when on.
+    pub tls: Option<Tls>,
     /// User and password for etcd's authentication, if enabled.
     pub user: Option<(String, Secret)>,
     /// Prefix of every key this store writes.
@@ -92,14 +95,20 @@ impl Config {
     /// * `username`, `password` (secret): etcd authentication;
     /// * `etcdKeyPrefix` (default `leasehold/locks/`);
     /// * `dialTimeout`, `requestTimeout` (default 5 s each);
-    /// * `tlsEnable`, `caCert`, `clientCert`, `clientKey`: refused, this
-    ///   build talks plain HTTP/2 to etcd.
+    /// * `tlsEnable`: TLS to every member; on by itself when an endpoint is
+    ///   `https://` or a certificate field is set;
+    /// * `caCert` (PEM, required with TLS): the CA that signed the members'
+    ///   certificates;
+    /// * `clientCert`, `clientKey` (PEM, the key secret, both or neither):
+    ///   the store's own certificate, for etcd's `--client-cert-auth`.
     pub fn from_metadata(metadata: &Metadata) -> Result<Self, Vec<String>> {
         let mut reader = MetadataReader::new(metadata);
-        let endpoints = reader
+        let parsed = reader
             .required("endpoints")
             .map(|raw| parse_endpoints(&raw, &mut reader))
             .unwrap_or_default();
+        let (tls_on, tls) = read_tls(&mut reader, &parsed);
+        let endpoints = finish_endpoints(parsed, tls_on, &mut reader);
         let username = reader.string("username");
         let password = reader.secret("password");
         let user = match (username, password) {
@@ -119,19 +128,12 @@ impl Config {
             .map_or_else(|| DEFAULT_KEY_PREFIX.to_owned(), str::to_owned);
         let dial_timeout = positive(&mut reader, "dialTimeout", DEFAULT_DIAL_TIMEOUT);
         let request_timeout = positive(&mut reader, "requestTimeout", DEFAULT_REQUEST_TIMEOUT);
-        if reader.bool("tlsEnable") == Some(true) {
-            reader.error("tlsEnable", TLS_REFUSAL);
-        }
-        for field in ["caCert", "clientCert", "clientKey"] {
-            if reader.string(field).is_some() {
-                reader.error(field, TLS_REFUSAL);
-            }
-        }
         reader
             .finish()
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         Ok(Config {
             endpoints,
+            tls,
             user,
             key_prefix,
             dial_timeout,
@@ -140,7 +142,158 @@ impl Config {
     }
 }
 
-const TLS_REFUSAL: &str = "TLS to etcd is not available in this build of lock.etcd (plain HTTP/2 only); reach etcd over a trusted network or a TLS-terminating proxy";
+/// TLS settings of `lock.etcd`: PEM text, checked for its markers when read
+/// and parsed when the store connects. `Debug` shows which parts are set,
+/// never their text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// The CA that signed the members' certificates.
+    pub ca_cert: String,
+    /// The store's certificate and its private key, for etcd's
+    /// `--client-cert-auth`.
+    pub client: Option<(String, Secret)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_cert", &"<pem>")
+            .field("client_identity", &self.client.is_some())
+            .finish()
+    }
+}
+
+const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const CERT_END: &str = "-----END CERTIFICATE-----";
+
+/// Whether `text` holds a PEM certificate (by its markers).
+fn looks_like_cert(text: &str) -> bool {
+    text.find(CERT_BEGIN)
+        .is_some_and(|at| text[at..].contains(CERT_END))
+}
+
+/// Whether `text` holds a PEM private key (PKCS#8, PKCS#1 or SEC1), by its
+/// markers.
+fn looks_like_key(text: &str) -> bool {
+    ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"]
+        .iter()
+        .any(|kind| {
+            let begin = format!("-----BEGIN {kind}-----");
+            let end = format!("-----END {kind}-----");
+            text.find(&begin)
+                .is_some_and(|at| text[at..].contains(&end))
+        })
+}
+
+/// One entry of `endpoints`, before TLS decides the scheme of bare ones.
+struct ParsedEndpoint {
+    /// `Some(true)` for `https://`, `Some(false)` for `http://`, `None` for
+    /// `host:port`.
+    https: Option<bool>,
+    /// `host:port` and whatever follows.
+    rest: String,
+}
+
+/// Whether TLS is on, and its settings when they are valid; every problem
+/// is reported by field name, never with the field's text.
+fn read_tls(reader: &mut MetadataReader<'_>, endpoints: &[ParsedEndpoint]) -> (bool, Option<Tls>) {
+    let enable = reader.bool("tlsEnable");
+    let ca = reader
+        .string("caCert")
+        .filter(|text| !text.trim().is_empty());
+    let cert = reader
+        .string("clientCert")
+        .filter(|text| !text.trim().is_empty());
+    let key = reader
+        .secret("clientKey")
+        .filter(|key| !key.expose().trim().is_empty());
+    let https = endpoints.iter().any(|e| e.https == Some(true));
+    let any_field = ca.is_some() || cert.is_some() || key.is_some();
+    let on = match enable {
+        Some(true) => true,
+        Some(false) => {
+            if https {
+                reader.error("tlsEnable", "is false but an endpoint is https://");
+            }
+            if any_field {
+                reader.error(
+                    "tlsEnable",
+                    "is false but `caCert`, `clientCert` or `clientKey` is set",
+                );
+            }
+            return (false, None);
+        }
+        None => https || any_field,
+    };
+    if !on {
+        return (false, None);
+    }
+    let mut valid = true;
+    let ca_cert = match ca {
+        Some(text) if looks_like_cert(&text) => text,
+        Some(_) => {
+            reader.error("caCert", "is not a PEM certificate (no BEGIN/END CERTIFICATE lines); give the PEM text, not a path");
+            valid = false;
+            String::new()
+        }
+        None => {
+            reader.error("caCert", "is required with TLS: the PEM text of the CA that signed the etcd members' certificates");
+            valid = false;
+            String::new()
+        }
+    };
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if !looks_like_cert(&cert) {
+                reader.error("clientCert", "is not a PEM certificate (no BEGIN/END CERTIFICATE lines); give the PEM text, not a path");
+                valid = false;
+            }
+            if !looks_like_key(key.expose()) {
+                reader.error("clientKey", "is not a PEM private key (no BEGIN/END PRIVATE KEY lines); give the PEM text, not a path");
+                valid = false;
+            }
+            Some((cert, key))
+        }
+        (Some(_), None) => {
+            reader.error("clientKey", "is required when `clientCert` is set");
+            valid = false;
+            None
+        }
+        (None, Some(_)) => {
+            reader.error("clientCert", "is required when `clientKey` is set");
+            valid = false;
+            None
+        }
+        (None, None) => None,
+    };
+    (true, valid.then_some(Tls { ca_cert, client }))
+}
+
+/// The endpoints' URLs: bare `host:port` entries take `https://` with TLS
+/// and `http://` without; an explicit `http://` with TLS is refused.
+fn finish_endpoints(
+    parsed: Vec<ParsedEndpoint>,
+    tls: bool,
+    reader: &mut MetadataReader<'_>,
+) -> Vec<String> {
+    let mut endpoints = Vec::with_capacity(parsed.len());
+    for endpoint in parsed {
+        let https = endpoint.https.unwrap_or(tls);
+        if endpoint.https == Some(false) && tls {
+            reader.error(
+                "endpoints",
+                format!(
+                    "\"http://{}\" is plain HTTP while TLS is on; use https:// or host:port",
+                    endpoint.rest
+                ),
+            );
+            continue;
+        }
+        let scheme = if https { "https" } else { "http" };
+        endpoints.push(format!("{scheme}://{}", endpoint.rest));
+    }
+    endpoints
+}
 
 fn positive(reader: &mut MetadataReader<'_>, field: &str, default: Duration) -> Duration {
     match reader.duration(field) {
@@ -153,29 +306,27 @@ fn positive(reader: &mut MetadataReader<'_>, field: &str, default: Duration) -> 
     }
 }
 
-fn parse_endpoints(raw: &str, reader: &mut MetadataReader<'_>) -> Vec<String> {
+fn parse_endpoints(raw: &str, reader: &mut MetadataReader<'_>) -> Vec<ParsedEndpoint> {
     let mut endpoints = Vec::new();
     for part in raw.split(',').map(str::trim) {
         if part.is_empty() {
             reader.error("endpoints", format!("{raw:?} contains an empty entry"));
             continue;
         }
-        if part.starts_with("https://") {
-            reader.error("endpoints", format!("{part:?}: {TLS_REFUSAL}"));
-            continue;
-        }
-        let url = if part.starts_with("http://") {
-            part.to_owned()
+        let (https, rest) = if let Some(rest) = part.strip_prefix("https://") {
+            (Some(true), rest)
+        } else if let Some(rest) = part.strip_prefix("http://") {
+            (Some(false), rest)
         } else if part.contains("://") {
             reader.error(
                 "endpoints",
-                format!("{part:?} is not an http:// URL or a host:port"),
+                format!("{part:?} is not an http:// or https:// URL or a host:port"),
             );
             continue;
         } else {
-            format!("http://{part}")
+            (None, part)
         };
-        let authority = url.trim_start_matches("http://").trim_end_matches('/');
+        let authority = rest.trim_end_matches('/');
         let has_port = authority
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
@@ -183,7 +334,10 @@ fn parse_endpoints(raw: &str, reader: &mut MetadataReader<'_>) -> Vec<String> {
             reader.error("endpoints", format!("{part:?} has no host and port"));
             continue;
         }
-        endpoints.push(url);
+        endpoints.push(ParsedEndpoint {
+            https,
+            rest: rest.to_owned(),
+        });
     }
     endpoints
 }
@@ -239,8 +393,18 @@ impl EtcdStore {
     /// Connect to the cluster and check that it answers.
     pub async fn connect(config: Config) -> Result<EtcdStore, StoreError> {
         let endpoints = config.endpoints.join(",");
+        // etcd with `--client-cert-auth` closes the connection of a client
+        // that has no certificate right after the handshake, which reads as
+        // a broken connection; say what the likely cause is.
+        let hint = match &config.tls {
+            Some(tls) if tls.client.is_none() => {
+                " (over TLS without `clientCert` and `clientKey`: if etcd runs with --client-cert-auth, it closes connections of clients without a certificate)"
+            }
+            _ => "",
+        };
         let client = EtcdClient::new(client::Options {
             endpoints: config.endpoints.clone(),
+            tls: config.tls,
             user: config.user,
             dial_timeout: config.dial_timeout,
             request_timeout: config.request_timeout,
@@ -263,7 +427,10 @@ impl EtcdStore {
                 // A refused user or password, for one.
                 _ => "refuses the store's calls",
             };
-            StoreError::Unavailable(format!("etcd at {} {failure}: {err}", store.endpoints))
+            StoreError::Unavailable(format!(
+                "etcd at {} {failure}: {err}{hint}",
+                store.endpoints
+            ))
         })?;
         Ok(store)
     }
@@ -796,10 +963,11 @@ mod tests {
     #[test]
     fn reports_every_problem() {
         let errors = config(&[
-            ("endpoints", "localhost,,https://a:1,unix://x"),
+            ("endpoints", "localhost,,https://a:1,http://b:2,unix://x"),
             ("username", "root"),
             ("requestTimeout", "0s"),
             ("caCert", "/etc/ca.pem"),
+            ("clientKey", "secret-key-text"),
         ])
         .unwrap_err();
         let joined = errors.join("\n");
@@ -808,12 +976,98 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("empty entry"), "{joined}");
-        assert!(joined.contains("TLS to etcd is not available"), "{joined}");
+        assert!(
+            joined.contains("`caCert`: is not a PEM certificate"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("\"http://b:2\" is plain HTTP while TLS is on"),
+            "{joined}"
+        );
+        assert!(joined.contains("`clientCert`"), "{joined}");
+        assert!(!joined.contains("secret-key-text"), "{joined}");
         assert!(joined.contains("unix://x"), "{joined}");
         assert!(joined.contains("`password`"), "{joined}");
         assert!(joined.contains("`requestTimeout`"), "{joined}");
         assert!(joined.contains("`caCert`"), "{joined}");
         assert_eq!(config(&[]).unwrap_err().len(), 1);
+    }
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nsecret-key-body\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn reads_tls() {
+        let plain = config(&[("endpoints", "a:1"), ("tlsEnable", "false")]).unwrap();
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.endpoints, ["http://a:1"]);
+
+        let tls = config(&[
+            ("endpoints", "a:1, https://b:2"),
+            ("caCert", CERT),
+            ("clientCert", CERT),
+            ("clientKey", KEY),
+        ])
+        .unwrap();
+        assert_eq!(tls.endpoints, ["https://a:1", "https://b:2"]);
+        let settings = tls.tls.as_ref().unwrap();
+        assert_eq!(settings.ca_cert, CERT);
+        assert_eq!(settings.client.as_ref().unwrap().0, CERT);
+        let debug = format!("{tls:?}");
+        assert!(!debug.contains("secret-key-body"), "{debug}");
+        assert!(!debug.contains("MIIB"), "{debug}");
+
+        let enabled = config(&[
+            ("endpoints", "a:1"),
+            ("tlsEnable", "true"),
+            ("caCert", CERT),
+        ])
+        .unwrap();
+        assert_eq!(enabled.endpoints, ["https://a:1"]);
+        assert!(enabled.tls.unwrap().client.is_none());
+    }
+
+    #[test]
+    fn tls_problems_name_the_field() {
+        let no_ca = config(&[("endpoints", "https://a:1")])
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            no_ca.contains("`caCert`") && no_ca.contains("required"),
+            "{no_ca}"
+        );
+
+        let off = config(&[("endpoints", "https://a:1"), ("tlsEnable", "false")])
+            .unwrap_err()
+            .join("\n");
+        assert!(off.contains("`tlsEnable`"), "{off}");
+
+        let half = config(&[("endpoints", "a:1"), ("caCert", CERT), ("clientCert", CERT)])
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            half.contains("`clientKey`") && half.contains("required"),
+            "{half}"
+        );
+
+        let bad = config(&[
+            ("endpoints", "a:1"),
+            ("caCert", CERT),
+            ("clientCert", "/etc/client.pem"),
+            ("clientKey", "not-a-key-secret"),
+        ])
+        .unwrap_err()
+        .join("\n");
+        assert!(
+            bad.contains("`clientCert`: is not a PEM certificate"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("`clientKey`: is not a PEM private key"),
+            "{bad}"
+        );
+        assert!(!bad.contains("not-a-key-secret"), "{bad}");
+        assert!(!bad.contains("/etc/client.pem"), "{bad}");
     }
 
     #[test]

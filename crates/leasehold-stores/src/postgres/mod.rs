@@ -34,8 +34,13 @@
 //! Connections: a small pool of `tokio-postgres` connections, each shared by
 //! concurrent requests (the protocol pipelines them), reopened when broken;
 //! plus one dedicated connection that `LISTEN`s for release notifications.
-//! TLS is not available in this build: `sslmode=require` is refused, and
-//! `prefer` (the default) connects without TLS.
+//! TLS follows libpq's `sslmode` (`disable`, `prefer`, `require`,
+//! `verify-ca`, `verify-full`), `sslrootcert`, `sslcert` and `sslkey`,
+//! over rustls with the ring provider (see [`TlsSettings`]).
+
+mod tls;
+
+pub use tls::{TlsMode, TlsSettings};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -52,9 +57,8 @@ use leasehold_core::{
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tokio_postgres::{AsyncMessage, Client, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::StoreContext;
@@ -105,6 +109,9 @@ pub struct Config {
     /// How long a released or expired row is kept (not read from metadata;
     /// it must stay far above `timeout`, see the module docs).
     pub tombstone_grace: Duration,
+    /// TLS, from the connection string's `sslmode`, `sslrootcert`,
+    /// `sslcert` and `sslkey` (paths only; read when connecting).
+    pub tls: TlsSettings,
 }
 
 impl Config {
@@ -116,7 +123,9 @@ impl Config {
 
     /// Read metadata (no I/O); every problem is reported.
     ///
-    /// * `connectionString` (required, secret): key=value or URL form;
+    /// * `connectionString` (required, secret): key=value or URL form, with
+    ///   libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (checked
+    ///   here, the files read by [`PostgresStore::connect`]);
     /// * `tableName` (default `leasehold_locks`);
     /// * `timeout` (default 5 s), `connectTimeout` (default 5 s);
     /// * `maxConns` (default 4);
@@ -129,26 +138,29 @@ impl Config {
                 reader.error("connectionString", "is required and empty or missing");
                 None
             }
-            Some(raw) => match raw.expose().parse::<tokio_postgres::Config>() {
-                Ok(parsed) => Some(parsed),
-                Err(err) => {
-                    // The parser's message names the problem, never the
-                    // value, so no password reaches the log.
-                    reader.error("connectionString", format!("cannot be parsed: {err}"));
+            Some(raw) => match tls::split_connection_string(raw.expose()) {
+                Err(problem) => {
+                    reader.error("connectionString", problem);
                     None
                 }
+                Ok((rest, settings)) => match rest.parse::<tokio_postgres::Config>() {
+                    Ok(mut parsed) => {
+                        parsed.ssl_mode(settings.mode.ssl_mode());
+                        Some((parsed, settings))
+                    }
+                    Err(err) => {
+                        // The parser's message names the problem, never the
+                        // value, so no password reaches the log.
+                        reader.error("connectionString", format!("cannot be parsed: {err}"));
+                        None
+                    }
+                },
             },
         };
-        if let Some(parsed) = &connection {
-            if parsed.get_hosts().is_empty() {
-                reader.error("connectionString", "names no host");
-            }
-            if parsed.get_ssl_mode() == SslMode::Require {
-                reader.error(
-                    "connectionString",
-                    "sslmode=require: TLS to PostgreSQL is not available in this build of lock.postgresql (use sslmode=disable or prefer)",
-                );
-            }
+        if let Some((parsed, _)) = &connection
+            && parsed.get_hosts().is_empty()
+        {
+            reader.error("connectionString", "names no host");
         }
         let table = reader
             .string("tableName")
@@ -194,8 +206,10 @@ impl Config {
         reader
             .finish()
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let (connection, tls) = connection.expect("a parse failure was reported above");
         Ok(Config {
-            connection: Box::new(connection.expect("a parse failure was reported above")),
+            connection: Box::new(connection),
+            tls,
             table,
             timeout,
             connect_timeout,
@@ -409,6 +423,7 @@ fn map_error(what: &str, err: &tokio_postgres::Error, timeout: Duration) -> Stor
 #[derive(Debug)]
 struct Pool {
     config: tokio_postgres::Config,
+    tls: tls::MakeRustls,
     sql: Arc<Sql>,
     slots: Box<[Mutex<Option<Arc<Conn>>>]>,
     /// Round robin for requests that name no key.
@@ -431,11 +446,14 @@ impl Pool {
     ) -> Result<
         (
             Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                tls::RustlsStream<tokio_postgres::Socket>,
+            >,
         ),
         StoreError,
     > {
-        match timeout(self.connect_timeout, self.config.connect(NoTls)).await {
+        match timeout(self.connect_timeout, self.config.connect(self.tls.clone())).await {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(err)) => Err(map_error("connect", &err, self.timeout)),
             Err(_) => Err(StoreError::Unavailable(format!(
@@ -587,9 +605,13 @@ impl PostgresStore {
         if connection.get_application_name().is_none() {
             connection.application_name("leasehold");
         }
+        // The certificate files are read here, once for every connection.
+        let client_tls = tls::client_config(&config.tls)
+            .map_err(|problem| StoreError::Backend(format!("postgres TLS: {problem}")))?;
         let sql = Arc::new(Sql::new(&config.table));
         let pool = Arc::new(Pool {
             config: connection,
+            tls: tls::MakeRustls::new(client_tls),
             sql: sql.clone(),
             slots: (0..config.max_conns).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
@@ -996,17 +1018,128 @@ mod tests {
     #[test]
     fn reports_every_problem() {
         let errors = config(&[
-            ("connectionString", "host=db sslmode=require"),
+            ("connectionString", "host=db sslmode=verify-full"),
             ("tableName", "locks; DROP TABLE x"),
             ("timeout", "1h"),
             ("maxConns", "0"),
         ])
         .unwrap_err();
         let joined = errors.join("\n");
-        for needle in ["sslmode=require", "`tableName`", "`timeout`", "`maxConns`"] {
+        for needle in ["sslrootcert", "`tableName`", "`timeout`", "`maxConns`"] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }
         assert_eq!(config(&[]).unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn tls_parameters_in_both_forms() {
+        let config = config(&[(
+            "connectionString",
+            "host=db user=app password='it\\'s x' sslmode=verify-full sslrootcert='/etc/my ca.pem' sslcert=/c.pem sslkey=/k.pem dbname=locks",
+        )])
+        .unwrap();
+        assert_eq!(config.tls.mode, TlsMode::VerifyFull);
+        assert_eq!(
+            config.tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/my ca.pem"))
+        );
+        assert_eq!(
+            config.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
+        assert_eq!(config.connection.get_password(), Some(&b"it's x"[..]));
+        assert_eq!(config.connection.get_dbname(), Some("locks"));
+        assert_eq!(
+            config.connection.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+
+        let config = self::config(&[(
+            "connectionString",
+            "postgresql://app:secret@db/locks?application_name=x&sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem",
+        )])
+        .unwrap();
+        assert_eq!(config.tls.mode, TlsMode::VerifyCa);
+        assert_eq!(
+            config.tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(config.connection.get_application_name(), Some("x"));
+
+        let config = self::config(&[("connectionString", "host=db password=pw")]).unwrap();
+        assert_eq!(config.tls, TlsSettings::default());
+        assert_eq!(config.tls.mode, TlsMode::Prefer);
+        let config = self::config(&[("connectionString", "host=db sslmode=require")]).unwrap();
+        assert_eq!(config.tls.mode, TlsMode::Require);
+        assert!(config.tls.root_cert.is_none());
+    }
+
+    #[test]
+    fn tls_problems_name_the_field_and_no_secret() {
+        for (connection, needle) in [
+            ("host=db password=hunter2 sslmode=verify-ca", "sslrootcert"),
+            ("host=db password=hunter2 sslmode=bogus", "sslmode"),
+            (
+                "host=db password=hunter2 sslmode=require sslcert=/c.pem",
+                "sslkey",
+            ),
+            (
+                "host=db password=hunter2 sslmode=disable sslrootcert=/ca.pem",
+                "disable",
+            ),
+            (
+                "postgres://u:hunter2@db/x?sslmode=verify-full",
+                "sslrootcert",
+            ),
+            ("host=db password=hunter2 sslrootcert=", "sslrootcert"),
+        ] {
+            let errors = config(&[("connectionString", connection)]).unwrap_err();
+            let joined = errors.join("\n");
+            assert!(joined.contains("`connectionString`"), "{joined}");
+            assert!(joined.contains(needle), "{needle} missing from {joined}");
+            assert!(!joined.contains("hunter2"), "{joined}");
+        }
+        let config = config(&[(
+            "connectionString",
+            "host=db password=hunter2 sslmode=verify-full sslrootcert=/ca.pem sslcert=/c.pem sslkey=/k.pem",
+        )])
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_files_are_read_at_connect_with_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let settings = TlsSettings {
+            mode: TlsMode::VerifyFull,
+            root_cert: Some(missing),
+            ..TlsSettings::default()
+        };
+        let err = tls::client_config(&settings).unwrap_err();
+        assert!(err.starts_with("sslrootcert"), "{err}");
+        assert!(err.contains("missing.pem"), "{err}");
+
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate, secret-ish bytes").unwrap();
+        let settings = TlsSettings {
+            mode: TlsMode::Require,
+            root_cert: Some(junk),
+            ..TlsSettings::default()
+        };
+        let err = tls::client_config(&settings).unwrap_err();
+        assert!(!err.contains("secret-ish"), "{err}");
+
+        let plain = TlsSettings {
+            mode: TlsMode::Disable,
+            ..TlsSettings::default()
+        };
+        assert!(tls::client_config(&plain).unwrap().is_none());
+        let unverified = TlsSettings {
+            mode: TlsMode::Require,
+            ..TlsSettings::default()
+        };
+        assert!(tls::client_config(&unverified).unwrap().is_some());
     }
 
     #[test]
