@@ -79,6 +79,28 @@ fn hold(resource: &str, owner: &str, lease_ms: u64, wait_ms: u64) -> HoldRequest
     }
 }
 
+/// Read a Hold stream to its end, which must be a lost lease whose reason
+/// contains `reason`; returns when the loss was heard.
+async fn lease_lost(
+    stream: &mut tonic::Streaming<leasehold_proto::v1::HoldEvent>,
+    reason: &str,
+) -> Instant {
+    loop {
+        match timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("no loss reported")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("stream ended without a reason"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Aborted);
+                assert!(status.message().contains(reason), "{}", status.message());
+                return Instant::now();
+            }
+        }
+    }
+}
+
 /// Run `check` on a fresh sidecar for every store.
 async fn on_every_store<F, Fut>(args: &[&str], check: F)
 where
@@ -410,24 +432,7 @@ async fn a_held_lock_is_lost_before_anyone_else_can_take_it() {
                 Instant::now()
             })
         };
-        let lost_at = loop {
-            match timeout(Duration::from_secs(20), stream.message())
-                .await
-                .expect("no loss reported")
-            {
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("stream ended without a reason"),
-                Err(status) => {
-                    assert_eq!(status.code(), tonic::Code::Aborted);
-                    assert!(
-                        status.message().contains("maximum hold time"),
-                        "{}",
-                        status.message()
-                    );
-                    break Instant::now();
-                }
-            }
-        };
+        let lost_at = lease_lost(&mut stream, "maximum hold time").await;
         let granted_at = timeout(Duration::from_secs(30), waiter)
             .await
             .expect("waiter stuck")
@@ -730,24 +735,7 @@ async fn renewals_stopped_by_a_paused_backend_end_the_stream_before_expiry() {
     ));
     redis.pause();
     let paused_at = Instant::now();
-    let lost_at = loop {
-        match timeout(Duration::from_secs(20), stream.message())
-            .await
-            .expect("no loss reported")
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("stream ended without a reason"),
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::Aborted);
-                assert!(
-                    status.message().contains("could not be renewed"),
-                    "{}",
-                    status.message()
-                );
-                break Instant::now();
-            }
-        }
-    };
+    let lost_at = lease_lost(&mut stream, "could not be renewed").await;
     // Reported while the backend was still frozen: nobody could have
     // been granted the lock yet.
     assert!(
