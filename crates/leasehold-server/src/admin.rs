@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
@@ -160,7 +159,7 @@ fn quantile(buckets: &[u64], q: f64) -> f64 {
 async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     match path.as_str() {
-        "/metrics" => text(
+        "/metrics" => crate::http::response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             render_metrics(&admin),
@@ -172,11 +171,11 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            text(status, "application/json", body.to_string())
+            crate::http::response(status, "application/json", body.to_string())
         }
         "/" | "/live.json" => {
             if let Err(message) = authorized(&admin.app, &request) {
-                let mut response = text(
+                let mut response = crate::http::response(
                     StatusCode::UNAUTHORIZED,
                     "text/plain; charset=utf-8",
                     message,
@@ -188,16 +187,16 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
                 return response;
             }
             if path == "/" {
-                text(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned())
+                crate::http::response(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned())
             } else {
-                text(
+                crate::http::response(
                     StatusCode::OK,
                     "application/json",
                     live_json(&admin).await.to_string(),
                 )
             }
         }
-        _ => text(
+        _ => crate::http::response(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found: try /metrics, /v1/health or /\n".to_owned(),
@@ -377,15 +376,6 @@ async fn live_json(admin: &Admin) -> Value {
         "stores": stores,
         "history": history,
     })
-}
-
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 #[cfg(test)]

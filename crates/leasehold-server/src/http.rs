@@ -232,28 +232,31 @@ pub(crate) fn error(err: &ApiError) -> Response {
     json(err.http_status(), body.to_string())
 }
 
+/// A response with a body of one content type: the one builder every
+/// listener uses.
+pub(crate) fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 pub(crate) fn json(status: StatusCode, body: String) -> Response {
-    json_bytes(status, body.into_bytes())
+    response(status, "application/json", body)
 }
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    response(status, "application/json", body)
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
-    let mut response = Response::new(Body::from(text.to_owned()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    response(status, "text/plain; charset=utf-8", text.to_owned())
 }
 
 fn no_content() -> Response {

@@ -407,10 +407,5 @@ fn capabilities(app: &AppState) -> Response {
 }
 
 fn openapi() -> Response {
-    let mut response = Response::new(Body::from(OPENAPI));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/yaml"),
-    );
-    response
+    crate::http::response(StatusCode::OK, "application/yaml", OPENAPI)
 }

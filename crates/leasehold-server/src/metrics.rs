@@ -376,12 +376,9 @@ impl Metrics {
     /// Count one request.
     pub fn request(&self, op: Op, transport: Transport, store: &str, outcome: Outcome) {
         let s = self.store_index(store);
-        let o = Op::ALL.iter().position(|x| *x == op).unwrap_or(0);
-        let t = Transport::ALL
-            .iter()
-            .position(|x| *x == transport)
-            .unwrap_or(0);
-        let r = Outcome::ALL.iter().position(|x| *x == outcome).unwrap_or(0);
+        // Each `ALL` lists its enum in declaration order, so a variant's
+        // discriminant is its index (checked by a test below).
+        let (o, t, r) = (op as usize, transport as usize, outcome as usize);
         let index = ((s * Op::ALL.len() + o) * Transport::ALL.len() + t) * Outcome::ALL.len() + r;
         self.requests[index].fetch_add(1, Ordering::Relaxed);
         if outcome == Outcome::Acquired {
@@ -398,8 +395,7 @@ impl Metrics {
         error: Option<leasehold_core::StoreErrorKind>,
     ) {
         let s = self.store_index(store);
-        let o = StoreOp::ALL.iter().position(|x| *x == op).unwrap_or(0);
-        self.store_latency[s * StoreOp::ALL.len() + o].observe(elapsed);
+        self.store_latency[s * StoreOp::ALL.len() + op as usize].observe(elapsed);
         if let Some(kind) = error {
             use leasehold_core::StoreErrorKind as K;
             let k = match kind {
@@ -423,20 +419,13 @@ impl Metrics {
     /// Count one lost lease.
     pub fn lease_lost(&self, store: &str, reason: LossReason) {
         let s = self.store_index(store);
-        let r = LossReason::ALL
-            .iter()
-            .position(|x| *x == reason)
-            .unwrap_or(0);
-        self.lost[s * LossReason::ALL.len() + r].fetch_add(1, Ordering::Relaxed);
+        self.lost[s * LossReason::ALL.len() + reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests and errors so far, over every label (for the live view).
     pub fn totals(&self) -> (u64, u64) {
         let per_outcome = Outcome::ALL.len();
-        let error_index = Outcome::ALL
-            .iter()
-            .position(|o| *o == Outcome::Error)
-            .unwrap_or(0);
+        let error_index = Outcome::Error as usize;
         let mut total = 0;
         let mut errors = 0;
         for (i, counter) in self.requests.iter().enumerate() {
@@ -718,6 +707,35 @@ mod tests {
         );
         assert!(text.contains("leasehold_fencing_tokens_issued_total{store=\"a\"} 2"));
         assert_eq!(m.totals(), (4, 0));
+    }
+
+    #[test]
+    fn discriminants_are_indexes() {
+        assert!(Op::ALL.iter().enumerate().all(|(i, x)| *x as usize == i));
+        assert!(
+            Transport::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, x)| *x as usize == i)
+        );
+        assert!(
+            Outcome::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, x)| *x as usize == i)
+        );
+        assert!(
+            StoreOp::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, x)| *x as usize == i)
+        );
+        assert!(
+            LossReason::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, x)| *x as usize == i)
+        );
     }
 
     #[test]

@@ -95,36 +95,36 @@ pub struct StoreHealth {
 }
 
 impl StoreHandle {
-    /// Record the result of a call or a health check. Failures of the
-    /// backend count; a store that only refuses (recovering, unsupported)
-    /// is still reachable.
+    /// Record the result of a store call. Failures of the backend count; a
+    /// store that only refuses (recovering, unsupported) is still reachable.
     pub fn record_health(&self, result: Result<(), &StoreError>) {
+        self.record(result, false);
+    }
+
+    /// Record a periodic health check: the same, and always stamped.
+    pub fn record_check(&self, result: Result<(), &StoreError>) {
+        self.record(result, true);
+    }
+
+    fn record(&self, result: Result<(), &StoreError>, stamp: bool) {
         use leasehold_core::StoreErrorKind as K;
         use std::sync::atomic::Ordering;
-        let failed = matches!(&result, Err(err) if matches!(err.kind(), K::Unavailable | K::Timeout | K::Backend));
-        if !failed && self.reachable.load(Ordering::Relaxed) {
-            // The common case: nothing changed, no lock taken.
+        let failure = result
+            .err()
+            .filter(|err| matches!(err.kind(), K::Unavailable | K::Timeout | K::Backend));
+        if failure.is_none() && !stamp && self.reachable.load(Ordering::Relaxed) {
+            // The common case on the request path: nothing changed, no lock taken.
             return;
         }
-        self.reachable.store(!failed, Ordering::Relaxed);
+        self.reachable.store(failure.is_none(), Ordering::Relaxed);
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::SystemTime::now();
         health.checked_at = Some(now);
-        match result {
-            Err(err) if matches!(err.kind(), K::Unavailable | K::Timeout | K::Backend) => {
-                health.reachable = false;
-                health.last_error = Some(err.to_string());
-                health.last_error_at = Some(now);
-            }
-            _ => health.reachable = true,
+        health.reachable = failure.is_none();
+        if let Some(err) = failure {
+            health.last_error = Some(err.to_string());
+            health.last_error_at = Some(now);
         }
-    }
-
-    /// Record a periodic health check: always stamps the time.
-    pub fn record_check(&self, result: Result<(), &StoreError>) {
-        self.reachable
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.record_health(result);
     }
 
     /// A copy of the current health.
