@@ -26,6 +26,8 @@ pub mod etcd;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod tls;
 
 /// Store types this crate knows, with the feature that compiles each in.
 const KNOWN_TYPES: &[(&str, &str, bool)] = &[

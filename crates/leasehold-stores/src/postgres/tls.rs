@@ -25,11 +25,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
+
+use crate::tls::NoVerification;
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use tokio_rustls::rustls::crypto::{self, WebPkiSupportedAlgorithms};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
@@ -286,9 +287,8 @@ pub(super) fn client_config(settings: &TlsSettings) -> Result<Option<Arc<ClientC
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match &settings.root_cert {
-        None => Arc::new(NoVerification {
-            algorithms: provider.signature_verification_algorithms,
-        }),
+        // Encryption without authentication, as libpq does.
+        None => Arc::new(NoVerification::new(&provider)),
         Some(path) => {
             let mut roots = RootCertStore::empty();
             let certs = read_certs("sslrootcert", path)?;
@@ -358,49 +358,6 @@ fn pem_error(err: &rustls::pki_types::pem::Error) -> String {
         Error::Io(io) => io.to_string(),
         Error::NoItemsFound => "nothing found".to_owned(),
         _ => "not valid PEM".to_owned(),
-    }
-}
-
-/// `require`/`prefer` without `sslrootcert`: encryption without
-/// authentication, as libpq does. Signatures are still checked, so the
-/// session is with whoever holds the presented certificate's key.
-#[derive(Debug)]
-struct NoVerification {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

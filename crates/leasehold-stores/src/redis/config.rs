@@ -481,17 +481,7 @@ fn read_quorum(
 }
 
 fn trust_store_accepts(ca: &str) -> bool {
-    let addr = redis::ConnectionAddr::TcpTls {
-        host: "localhost".to_owned(),
-        port: DEFAULT_PORT,
-        insecure: false,
-        tls_params: None,
-    };
-    let certificates = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(ca.as_bytes().to_vec()),
-    };
-    redis::Client::build_with_tls(addr, certificates).is_ok()
+    super::tls::roots_from_pem(ca).is_ok()
 }
 
 /// `redisMaxRetries`: `-1` turns retries off, as in Dapr.

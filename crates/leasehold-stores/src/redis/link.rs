@@ -1,6 +1,7 @@
-//! One logical connection to one Redis master: a multiplexed connection that
-//! many concurrent calls share, opened on first use, replaced after it
-//! breaks, and (with Sentinel) pointed at whichever server is master now.
+//! One logical connection to one Redis master: a pipelined connection
+//! ([`Pipe`]) that many concurrent calls share, opened on first use,
+//! replaced after it breaks, and (with Sentinel) pointed at whichever server
+//! is master now.
 //!
 //! Every call has a deadline. While Redis is down a call fails at once with
 //! [`StoreError::Unavailable`] (a refused or timed-out dial) instead of
@@ -12,14 +13,14 @@ use std::time::Duration;
 
 use leasehold_core::StoreError;
 use leasehold_core::metadata::Secret;
-use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo,
-    FromRedisValue, IntoConnectionInfo, RedisConnectionInfo, RedisError, TlsCertificates, Value,
-};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::config::{Addr, Config, Mode, Tls};
+use super::config::{Addr, Config, Mode};
+use super::pipe::{CallError, Messages, Pipe};
+use super::resp::{self, Command, FromReply, Reply};
 use super::scripts::Lua;
+use super::tls::Connector;
 
 /// Where the master is.
 #[derive(Debug, Clone)]
@@ -66,16 +67,27 @@ struct Open {
     id: u64,
     /// The server this connection goes to (`host:port`).
     addr: String,
-    connection: MultiplexedConnection,
+    pipe: Pipe,
+}
+
+/// Who a new connection says it is.
+#[derive(Debug, Clone, Default)]
+struct Hello {
+    username: Option<String>,
+    password: Option<Secret>,
+    db: i64,
+    /// Send `CLIENT SETINFO` with this library's name (not to sentinels).
+    name_library: bool,
 }
 
 /// A shared, self-healing connection to one master.
 #[derive(Debug)]
 pub(crate) struct Link {
     target: Target,
-    redis: RedisConnectionInfo,
-    /// TLS for every connection of this link, the sentinels' included.
-    tls: Option<Box<Tls>>,
+    hello: Hello,
+    /// TLS for every connection of this link, the sentinels' included; an
+    /// error here (unreadable PEM) is reported by every dial.
+    tls: Option<Result<Connector, String>>,
     dial_timeout: Duration,
     io_timeout: Duration,
     /// The open connection. A `std` mutex: held only to clone or swap the
@@ -93,19 +105,15 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) fn new(target: Target, config: &Config) -> Self {
-        let mut redis = RedisConnectionInfo::default()
-            .set_db(config.db)
-            .set_lib_name("leasehold", env!("CARGO_PKG_VERSION"));
-        if let Some(username) = &config.username {
-            redis = redis.set_username(username);
-        }
-        if let Some(password) = &config.password {
-            redis = redis.set_password(password.expose());
-        }
         Link {
             target,
-            redis,
-            tls: config.tls.clone(),
+            hello: Hello {
+                username: config.username.clone(),
+                password: config.password.clone(),
+                db: config.db,
+                name_library: true,
+            },
+            tls: config.tls.as_deref().map(super::tls::connector),
             dial_timeout: config.dial_timeout,
             io_timeout: config.io_timeout,
             current: Mutex::new(None),
@@ -163,7 +171,8 @@ impl Link {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Drop the connection `id` so the next call opens a new one.
+    /// Drop the connection `id` so the next call opens a new one. Calls
+    /// still waiting on it keep it open until they have their replies.
     fn invalidate(&self, id: u64) {
         let mut slot = self.slot();
         if slot.as_ref().is_some_and(|open| open.id == id) {
@@ -176,13 +185,15 @@ impl Link {
         *self.slot() = None;
     }
 
+    /// The open connection, or a new one. A connection that has failed is
+    /// replaced here, before anything is sent on it.
     async fn connection(&self) -> Result<Open, StoreError> {
-        if let Some(open) = self.slot().clone() {
+        if let Some(open) = self.usable() {
             return Ok(open);
         }
         let failures_before = self.failed_dials.load(Ordering::Acquire);
         let _dialing = self.dialing.lock().await;
-        if let Some(open) = self.slot().clone() {
+        if let Some(open) = self.usable() {
             return Ok(open);
         }
         // A dial failed while this call waited its turn: Redis is down, and
@@ -195,7 +206,7 @@ impl Link {
                 .clone();
             return Err(StoreError::Unavailable(last));
         }
-        let (info, connection) = match self.locate_and_dial().await {
+        let (addr, pipe) = match self.locate_and_dial().await {
             Ok(found) => found,
             Err(err) => {
                 *self
@@ -209,58 +220,60 @@ impl Link {
                 return Err(err);
             }
         };
-        let addr = info.addr().to_string();
         let open = Open {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            addr,
-            connection,
+            addr: addr.to_string(),
+            pipe,
         };
         *self.slot() = Some(open.clone());
         Ok(open)
     }
 
-    fn connection_config(&self) -> AsyncConnectionConfig {
-        AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.dial_timeout))
-            // A little beyond the call's own deadline, which fires first and
-            // names the configured timeout.
-            .set_response_timeout(Some(self.io_timeout + Duration::from_millis(50)))
+    fn usable(&self) -> Option<Open> {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|open| open.pipe.is_broken()) {
+            *slot = None;
+        }
+        slot.clone()
     }
 
     /// The address of the master, asking the sentinels if there are any.
-    pub(crate) async fn resolve(&self) -> Result<ConnectionInfo, StoreError> {
-        self.locate().await.map(|(info, _)| info)
+    pub(crate) async fn resolve(&self) -> Result<Addr, StoreError> {
+        self.locate().await.map(|(addr, _)| addr)
     }
 
     /// The master's address and a connection to it.
-    async fn locate_and_dial(&self) -> Result<(ConnectionInfo, MultiplexedConnection), StoreError> {
+    async fn locate_and_dial(&self) -> Result<(Addr, Pipe), StoreError> {
         match self.locate().await? {
-            (info, Some(connection)) => Ok((info, connection)),
-            (info, None) => {
-                let connection = self.dial(info.clone()).await?;
-                Ok((info, connection))
+            (addr, Some(pipe)) => Ok((addr, pipe)),
+            (addr, None) => {
+                let (pipe, _) = self.dial(&addr, &self.hello, false).await?;
+                Ok((addr, pipe))
             }
         }
     }
 
     /// The master's address, and with Sentinel the connection that checked
     /// its role (worth keeping rather than dialing again).
-    async fn locate(&self) -> Result<(ConnectionInfo, Option<MultiplexedConnection>), StoreError> {
+    async fn locate(&self) -> Result<(Addr, Option<Pipe>), StoreError> {
         match &self.target {
-            Target::Direct(addr) => Ok((self.info_for(addr)?, None)),
+            Target::Direct(addr) => Ok((addr.clone(), None)),
             Target::Sentinel {
                 sentinels,
                 master_name,
                 username,
                 password,
             } => {
+                let hello = Hello {
+                    username: username.clone(),
+                    password: password.clone(),
+                    db: 0,
+                    name_library: false,
+                };
                 let mut problems = Vec::new();
                 for sentinel in sentinels {
-                    match self
-                        .ask_sentinel(sentinel, master_name, username, password)
-                        .await
-                    {
-                        Ok((info, connection)) => return Ok((info, Some(connection))),
+                    match self.ask_sentinel(sentinel, master_name, &hello).await {
+                        Ok((addr, pipe)) => return Ok((addr, Some(pipe))),
                         Err(problem) => problems.push(format!("{sentinel}: {problem}")),
                     }
                 }
@@ -272,110 +285,70 @@ impl Link {
         }
     }
 
-    /// The address to dial: TLS (`rediss://`) when configured.
-    fn connection_addr(&self, addr: &Addr) -> ConnectionAddr {
-        match &self.tls {
-            None => ConnectionAddr::Tcp(addr.host.clone(), addr.port),
-            Some(tls) => ConnectionAddr::TcpTls {
-                host: addr.host.clone(),
-                port: addr.port,
-                insecure: tls.insecure_skip_verify,
-                tls_params: None,
-            },
-        }
-    }
-
-    /// A client for `info`, carrying the CA and the client certificate when
-    /// they are configured (the PEM was checked when the metadata was read;
-    /// it is parsed again here for each dial, which is rare).
-    pub(crate) fn client(&self, info: ConnectionInfo) -> Result<Client, StoreError> {
-        let certificates = self.tls.as_ref().and_then(|tls| {
-            (tls.ca_cert.is_some() || tls.identity.is_some()).then(|| TlsCertificates {
-                client_tls: tls.identity.as_ref().map(|identity| ClientTlsConfig {
-                    client_cert: identity.cert.as_bytes().to_vec(),
-                    client_key: identity.key.expose().as_bytes().to_vec(),
-                }),
-                root_cert: tls.ca_cert.as_ref().map(|ca| ca.as_bytes().to_vec()),
-            })
-        });
-        match certificates {
-            // The library's message for bad PEM may quote a line of it, and
-            // that line may be part of the key: it is not passed on.
-            Some(certificates) => Client::build_with_tls(info, certificates).map_err(|_| {
-                StoreError::Backend(
-                    "the tls library cannot read caCert, clientCert or clientKey".to_owned(),
-                )
-            }),
-            None => Client::open(info)
-                .map_err(|err| StoreError::Backend(format!("bad redis address: {}", lower(&err)))),
-        }
-    }
-
-    fn info_for(&self, addr: &Addr) -> Result<ConnectionInfo, StoreError> {
-        let info = self
-            .connection_addr(addr)
-            .into_connection_info()
-            .map_err(|err| StoreError::Backend(format!("bad redis address {addr}: {err}")))?;
-        Ok(info.set_redis_settings(self.redis.clone()))
-    }
-
     async fn ask_sentinel(
         &self,
         sentinel: &Addr,
         master_name: &str,
-        username: &Option<String>,
-        password: &Option<Secret>,
-    ) -> Result<(ConnectionInfo, MultiplexedConnection), String> {
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(username) = username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = password {
-            settings = settings.set_password(password.expose());
-        }
-        let info = self
-            .connection_addr(sentinel)
-            .into_connection_info()
-            .map_err(|err| err.to_string())?
-            .set_redis_settings(settings);
-        let mut connection = self.dial(info).await.map_err(|err| err.to_string())?;
-        let mut ask = redis::cmd("SENTINEL");
-        ask.arg("get-master-addr-by-name").arg(master_name);
+        hello: &Hello,
+    ) -> Result<(Addr, Pipe), String> {
+        let (pipe, _) = self
+            .dial(sentinel, hello, false)
+            .await
+            .map_err(|err| err.to_string())?;
+        let ask = Command::new("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master_name);
         let answer: Option<(String, u16)> = self
-            .query_on(&mut connection, &ask)
+            .query_on(&pipe, &ask.encode())
             .await
             .map_err(|failure| failure.into_error("sentinel query").to_string())?;
         let (host, port) = answer.ok_or_else(|| format!("does not know master {master_name:?}"))?;
-        let master = self
-            .info_for(&Addr {
-                host: host.clone(),
-                port,
-            })
-            .map_err(|err| err.to_string())?;
+        let master = Addr { host, port };
         // A sentinel's view lags a failover for a moment: make sure the
         // server it names really is a master before trusting it.
-        let mut probe = self
-            .dial(master.clone())
+        let (probe, _) = self
+            .dial(&master, &self.hello, false)
             .await
             .map_err(|err| err.to_string())?;
-        let role: Vec<Value> = self
-            .query_on(&mut probe, &redis::cmd("ROLE"))
+        let role: Vec<Reply> = self
+            .query_on(&probe, &Command::new("ROLE").encode())
             .await
             .map_err(|failure| failure.into_error("role query").to_string())?;
         match role.first() {
-            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok((master, probe)),
-            _ => Err(format!("{host}:{port} is not a master yet")),
+            Some(Reply::Bulk(role)) if role.as_slice() == b"master" => Ok((master, probe)),
+            _ => Err(format!("{master} is not a master yet")),
         }
     }
 
-    async fn dial(&self, info: ConnectionInfo) -> Result<MultiplexedConnection, StoreError> {
-        let client = self.client(info)?;
-        let config = self.connection_config();
-        let dial = client.get_multiplexed_async_connection_with_config(&config);
-        match tokio::time::timeout(self.dial_timeout, dial).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(err)) => {
-                let message = lower(&err);
+    /// A connection subscribed to `channel`, on the current master, and the
+    /// messages published there.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<(Addr, Pipe, Messages), String> {
+        let addr = self.resolve().await.map_err(|err| err.to_string())?;
+        let (pipe, messages) = self
+            .dial(&addr, &self.hello, true)
+            .await
+            .map_err(|err| err.to_string())?;
+        let messages = messages.expect("a subscriber connection has messages");
+        let subscribe = Command::new("SUBSCRIBE").arg(channel).encode();
+        self.query_on::<Reply>(&pipe, &subscribe)
+            .await
+            .map_err(|failure| failure.into_error("subscribe").to_string())?;
+        Ok((addr, pipe, messages))
+    }
+
+    /// Open a connection to `addr` (TLS when configured) and introduce
+    /// ourselves, all within the dial timeout.
+    async fn dial(
+        &self,
+        addr: &Addr,
+        hello: &Hello,
+        subscriber: bool,
+    ) -> Result<(Pipe, Option<Messages>), StoreError> {
+        match tokio::time::timeout(self.dial_timeout, self.dial_now(addr, hello, subscriber)).await
+        {
+            Ok(Ok(opened)) => Ok(opened),
+            Ok(Err(message)) => {
+                let message = lowercase_first(&message);
                 Err(StoreError::Unavailable(format!(
                     "cannot connect to redis ({}): {message}{}",
                     self.describe(),
@@ -388,6 +361,70 @@ impl Link {
                 self.dial_timeout
             ))),
         }
+    }
+
+    async fn dial_now(
+        &self,
+        addr: &Addr,
+        hello: &Hello,
+        subscriber: bool,
+    ) -> Result<(Pipe, Option<Messages>), String> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .map_err(|err| err.to_string())?;
+        // Commands are small and latency is the point.
+        stream.set_nodelay(true).map_err(|err| err.to_string())?;
+        let (pipe, messages) = match &self.tls {
+            None => Pipe::tcp(stream, subscriber),
+            Some(Err(why)) => return Err(why.clone()),
+            Some(Ok(connector)) => {
+                let name = ServerName::try_from(addr.host.clone())
+                    .map_err(|_| format!("{:?} is not a valid tls server name", addr.host))?;
+                let stream = connector
+                    .0
+                    .connect(name, stream)
+                    .await
+                    .map_err(|err| format!("tls handshake: {err}"))?;
+                Pipe::stream(stream, subscriber)
+            }
+        };
+        // Sent together; each reply is checked in order.
+        let mut steps: Vec<(&str, Command, bool)> = Vec::new();
+        if let Some(password) = &hello.password {
+            let auth = match &hello.username {
+                Some(username) => Command::new("AUTH").arg(username),
+                None => Command::new("AUTH"),
+            };
+            steps.push(("AUTH", auth.arg(password.expose()), true));
+        }
+        if hello.db != 0 {
+            let select = Command::new("SELECT").arg(hello.db.to_string());
+            steps.push(("SELECT", select, true));
+        }
+        if hello.name_library {
+            // Redis before 7.2 does not know SETINFO: not required.
+            let name = Command::new("CLIENT").args(&["SETINFO", "LIB-NAME", "leasehold"]);
+            let version =
+                Command::new("CLIENT").args(&["SETINFO", "LIB-VER", env!("CARGO_PKG_VERSION")]);
+            steps.push(("CLIENT SETINFO", name, false));
+            steps.push(("CLIENT SETINFO", version, false));
+        }
+        let encoded: Vec<Vec<u8>> = steps
+            .iter()
+            .map(|(_, command, _)| command.encode())
+            .collect();
+        let replies =
+            futures_util::future::join_all(encoded.iter().map(|bytes| pipe.call(bytes))).await;
+        for ((step, _, required), reply) in steps.iter().zip(replies) {
+            match reply {
+                Ok(Reply::Error(message)) if *required => return Err(message),
+                Ok(_) => {}
+                Err(CallError::NotSent(why) | CallError::Lost(why)) => {
+                    return Err(format!("during {step}: {why}"));
+                }
+            }
+        }
+        Ok((pipe, messages))
     }
 
     /// What to check after a failed dial whose cause is a usual mistake in
@@ -416,47 +453,58 @@ impl Link {
         }
     }
 
-    async fn query_on<T: FromRedisValue>(
-        &self,
-        connection: &mut MultiplexedConnection,
-        cmd: &Cmd,
-    ) -> Result<T, Failure> {
-        let reply = tokio::time::timeout(self.io_timeout, cmd.query_async::<Value>(connection))
-            .await
-            .map_err(|_| Failure::TimedOut(self.io_timeout))?
-            .map_err(|err| match classify(err) {
-                Failure::TimedOut(_) => Failure::TimedOut(self.io_timeout),
-                other => other,
-            })?;
-        T::from_redis_value(reply)
-            .map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+    /// Send `command` (encoded) on `pipe` and wait, at most the I/O
+    /// timeout, for its reply.
+    async fn query_on<T: FromReply>(&self, pipe: &Pipe, command: &[u8]) -> Result<T, Failure> {
+        let reply = match tokio::time::timeout(self.io_timeout, pipe.call(command)).await {
+            Err(_) => return Err(Failure::TimedOut(self.io_timeout)),
+            Ok(Err(CallError::NotSent(why))) => {
+                return Err(Failure::NotSent(StoreError::Unavailable(format!(
+                    "connection to redis ({}) lost: {why}",
+                    self.describe()
+                ))));
+            }
+            Ok(Err(CallError::Lost(why))) => return Err(Failure::Lost(why)),
+            Ok(Ok(Reply::Error(message))) => return Err(refused(message)),
+            Ok(Ok(reply)) => reply,
+        };
+        T::from_reply(reply).map_err(|why| Failure::Backend(format!("unexpected reply: {why}")))
     }
 
-    /// Send `cmd` once on the shared connection. A broken connection is
+    /// Send `command` once on the shared connection. A broken connection is
     /// dropped so that the next call opens a new one.
-    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
-        self.query_tracked(cmd, None).await
+    pub(crate) async fn query<T: FromReply>(&self, command: &Command) -> Result<T, Failure> {
+        self.query_tracked(&command.encode(), None).await
     }
 
-    /// [`Link::query`], recording in `used` the id of the connection the
-    /// command went out on (for `WAIT`).
-    async fn query_tracked<T: FromRedisValue>(
+    /// [`Link::query`] of an encoded command, recording in `used` the id of
+    /// the connection the command went out on (for `WAIT`).
+    async fn query_tracked<T: FromReply>(
         &self,
-        cmd: &Cmd,
+        command: &[u8],
         used: Option<&AtomicU64>,
     ) -> Result<T, Failure> {
         let mut open = self.connection().await.map_err(Failure::NotSent)?;
+        let mut result = self.query_on(&open.pipe, command).await;
+        if let Err(Failure::NotSent(StoreError::Unavailable(_))) = &result
+            && open.pipe.is_broken()
+        {
+            // It failed between the check and the send: nothing went out, so
+            // one new connection is tried at once.
+            self.invalidate(open.id);
+            open = self.connection().await.map_err(Failure::NotSent)?;
+            result = self.query_on(&open.pipe, command).await;
+        }
         if let Some(used) = used {
             used.store(open.id, Ordering::Release);
         }
-        let result = self.query_on(&mut open.connection, cmd).await;
         if let Err(failure) = &result {
             match failure {
                 // After a timeout the connection may be wedged (a paused
                 // server); a fresh dial tells quickly whether it is alive.
                 Failure::Lost(_) | Failure::TimedOut(_) => self.invalidate(open.id),
                 Failure::NotSent(StoreError::Unavailable(message))
-                    if message.starts_with("READONLY") =>
+                    if message.starts_with("READONLY") || open.pipe.is_broken() =>
                 {
                     // A demoted master: ask the sentinels again.
                     self.invalidate(open.id);
@@ -470,27 +518,25 @@ impl Link {
     /// Run a script once: `EVALSHA`, and `EVAL` when the server does not
     /// have it cached (`NOSCRIPT` means it did not run, so this is safe).
     ///
-    /// The commands are built before the returned future starts, so it
+    /// The command is encoded before the returned future starts, so it
     /// borrows nothing from the slices passed in.
     ///
     /// With `used`, the id of the connection the script went out on is
     /// recorded there, for [`Link::wait_replicas`].
-    pub(crate) fn eval<'a, T: FromRedisValue + Send + 'a>(
+    pub(crate) fn eval<'a, T: FromReply + Send + 'a>(
         &'a self,
         lua: &'a Lua,
         keys: &[&str],
         args: &[&str],
         used: Option<&'a AtomicU64>,
     ) -> impl Future<Output = Result<T, Failure>> + Send + use<'a, T> {
-        let mut by_sha = redis::cmd("EVALSHA");
-        by_sha.arg(&lua.sha).arg(keys.len()).arg(keys).arg(args);
-        let mut by_code = redis::cmd("EVAL");
-        by_code.arg(lua.code).arg(keys.len()).arg(keys).arg(args);
+        let by_sha = script_call("EVALSHA", &lua.sha, keys, args);
         async move {
             match self.query_tracked(&by_sha, used).await {
                 Err(Failure::NotSent(StoreError::Backend(message)))
                     if message.starts_with("NOSCRIPT") =>
                 {
+                    let by_code = with_code(&by_sha, &lua.sha, lua.code);
                     self.query_tracked(&by_code, used).await
                 }
                 other => other,
@@ -510,7 +556,7 @@ impl Link {
         timeout: Duration,
         written_on: u64,
     ) -> Result<u32, Failure> {
-        let mut open = match self.slot().clone() {
+        let open = match self.slot().clone() {
             Some(open) if open.id == written_on => open,
             _ => {
                 return Err(Failure::Lost(
@@ -518,47 +564,109 @@ impl Link {
                 ));
             }
         };
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+        let wait = Command::new("WAIT")
+            .arg(replicas.to_string())
+            .arg((timeout.as_millis() as u64).to_string());
         let budget = self.io_timeout + timeout;
-        let reply = tokio::time::timeout(budget, cmd.query_async::<Value>(&mut open.connection))
-            .await
-            .map_err(|_| Failure::TimedOut(budget))?
-            .map_err(classify)?;
-        u32::from_redis_value(reply)
-            .map_err(|err| Failure::Backend(format!("unexpected reply: {err}")))
+        let reply = match tokio::time::timeout(budget, open.pipe.call(&wait.encode())).await {
+            Err(_) => return Err(Failure::TimedOut(budget)),
+            Ok(Err(CallError::NotSent(why) | CallError::Lost(why))) => {
+                return Err(Failure::Lost(why));
+            }
+            Ok(Ok(Reply::Error(message))) => return Err(refused(message)),
+            Ok(Ok(reply)) => reply,
+        };
+        u32::from_reply(reply).map_err(|why| Failure::Backend(format!("unexpected reply: {why}")))
     }
 }
 
-/// Sort a redis-rs error into what a retry can do.
-fn classify(err: RedisError) -> Failure {
-    if err.is_timeout() {
-        // The response timeout of the connection: the command may run.
-        return Failure::TimedOut(Duration::ZERO);
-    }
-    if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
-        return Failure::Lost(lower(&err));
-    }
-    match err.code() {
+/// `EVALSHA`/`EVAL` of a script, encoded.
+fn script_call(verb: &str, script: &str, keys: &[&str], args: &[&str]) -> Vec<u8> {
+    let count = keys.len().to_string();
+    let mut parts: Vec<&str> = Vec::with_capacity(3 + keys.len() + args.len());
+    parts.extend([verb, script, count.as_str()]);
+    parts.extend_from_slice(keys);
+    parts.extend_from_slice(args);
+    let mut out = Vec::new();
+    resp::encode_into(&mut out, &parts);
+    out
+}
+
+/// The `EVAL` form of an encoded `EVALSHA` call: the same arguments after
+/// the first two, so the keys and arguments need not be kept around for the
+/// rare call that finds the script missing from Redis's cache.
+fn with_code(by_sha: &[u8], sha: &str, code: &str) -> Vec<u8> {
+    // `*<n>\r\n`, then `EVALSHA` and the SHA as bulk strings, then the rest.
+    let count_end = by_sha
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map_or(0, |at| at + 1);
+    let mut first_two = Vec::new();
+    resp::bulk(&mut first_two, b"EVALSHA");
+    resp::bulk(&mut first_two, sha.as_bytes());
+    let rest = &by_sha[count_end + first_two.len()..];
+    let mut out = Vec::with_capacity(by_sha.len() + code.len() + 16);
+    out.extend_from_slice(&by_sha[..count_end]);
+    resp::bulk(&mut out, b"EVAL");
+    resp::bulk(&mut out, code.as_bytes());
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Sort an error reply by what a retry can do. Its first word is the code.
+fn refused(message: String) -> Failure {
+    let code = message.split_whitespace().next().unwrap_or("");
+    match code {
         // Refused before running: a script missing from the cache.
-        Some("NOSCRIPT") => {
-            Failure::NotSent(StoreError::Backend(format!("NOSCRIPT: {}", lower(&err))))
-        }
+        "NOSCRIPT" => Failure::NotSent(StoreError::Backend(message)),
         // Refused before running: a demoted master, a server still loading
         // its data, a replica cut off from its master.
-        Some(code @ ("READONLY" | "LOADING" | "MASTERDOWN")) => {
-            Failure::NotSent(StoreError::Unavailable(format!("{code}: {}", lower(&err))))
-        }
-        _ => Failure::Backend(lower(&err)),
+        "READONLY" | "LOADING" | "MASTERDOWN" => Failure::NotSent(StoreError::Unavailable(message)),
+        _ => Failure::Backend(message),
     }
 }
 
-/// redis-rs messages start with a capital; house style wants lowercase.
-fn lower(err: &RedisError) -> String {
-    let text = err.to_string();
+/// Library messages may start with a capital; house style wants lowercase.
+/// Redis's own error codes (all capitals) are left as they are.
+fn lowercase_first(text: &str) -> String {
+    let first_word = text.split_whitespace().next().unwrap_or("");
+    if first_word.len() > 1 && first_word.chars().all(|c| c.is_ascii_uppercase()) {
+        return text.to_owned();
+    }
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text,
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_replies_are_sorted_by_their_code() {
+        assert!(matches!(
+            refused("NOSCRIPT No matching script.".into()),
+            Failure::NotSent(StoreError::Backend(_))
+        ));
+        assert!(matches!(
+            refused("READONLY You can't write against a read only replica.".into()),
+            Failure::NotSent(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            refused("ERR wrong number of arguments".into()),
+            Failure::Backend(_)
+        ));
+    }
+
+    #[test]
+    fn script_calls_carry_the_key_count() {
+        let wire = script_call("EVALSHA", "abc", &["k1", "k2"], &["a"]);
+        let (reply, _) = resp::parse(&wire).unwrap();
+        let parts: Vec<String> = FromReply::from_reply(reply).unwrap();
+        assert_eq!(parts, ["EVALSHA", "abc", "2", "k1", "k2", "a"]);
+        let wire = with_code(&wire, "abc", "return 1");
+        assert_eq!(wire, script_call("EVAL", "return 1", &["k1", "k2"], &["a"]));
     }
 }

@@ -22,8 +22,11 @@ mod config;
 mod link;
 mod node;
 mod pem;
+mod pipe;
 mod quorum;
+mod resp;
 mod scripts;
+mod tls;
 mod watch;
 
 use std::hash::{BuildHasher, RandomState};

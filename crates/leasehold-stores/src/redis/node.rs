@@ -9,10 +9,10 @@ use std::time::Duration;
 use leasehold_core::{
     Acquire, Fence, ForceRelease, LockInfo, Release, ReleaseWait, Renewal, StoreError,
 };
-use redis::Value;
 
 use super::config::Config;
 use super::link::{Failure, Link};
+use super::resp::{Command, FromReply, Reply};
 use super::scripts::{COUNTER_KEY, FENCE_PREFIX, Scripts, fence_key};
 use super::watch::Watcher;
 
@@ -243,7 +243,7 @@ impl Node {
         let fence = fence_key(key);
         let (result, maybe_sent) = self
             .retrying(self.max_retries, |_| {
-                self.link.eval::<Vec<Value>>(
+                self.link.eval::<Vec<Reply>>(
                     &self.scripts.status,
                     &[key, &fence, COUNTER_KEY],
                     &[],
@@ -256,7 +256,7 @@ impl Node {
             return Ok(None);
         }
         let parsed: Result<(String, i64, i64, String), _> =
-            redis::from_redis_value(Value::Array(reply));
+            FromReply::from_reply(Reply::Array(reply));
         let (owner, pttl, token, nonce) =
             parsed.map_err(|err| StoreError::Backend(format!("unexpected status reply: {err}")))?;
         Ok(Some(Seen {
@@ -274,7 +274,7 @@ impl Node {
         // free and report "not found" for a lease the first send evicted.
         let (result, maybe_sent) = self
             .retrying(0, |_| {
-                self.link.eval::<Vec<Value>>(
+                self.link.eval::<Vec<Reply>>(
                     &self.scripts.force,
                     &[key, &fence, COUNTER_KEY],
                     &[&self.channel],
@@ -286,7 +286,7 @@ impl Node {
         if reply.is_empty() {
             return Ok(ForceRelease::NotFound);
         }
-        let (owner, token): (String, i64) = redis::from_redis_value(Value::Array(reply))
+        let (owner, token): (String, i64) = FromReply::from_reply(Reply::Array(reply))
             .map_err(|err| StoreError::Backend(format!("unexpected force-unlock reply: {err}")))?;
         Ok(ForceRelease::Released {
             owner,
@@ -324,14 +324,10 @@ impl Node {
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .arg("TYPE")
-                .arg("string");
+            let cmd = Command::new("SCAN")
+                .arg(cursor.to_string())
+                .args(&["MATCH", &pattern, "COUNT", &SCAN_COUNT.to_string()])
+                .args(&["TYPE", "string"]);
             let (next, batch): (u64, Vec<String>) = self
                 .link
                 .query(&cmd)
@@ -374,8 +370,7 @@ impl Node {
     /// release, or the end of its lease as `PTTL` says now.
     pub(crate) async fn watch(&self, key: &str) -> Result<ReleaseWait, StoreError> {
         let released = self.watcher.watch(key).await?;
-        let mut pttl = redis::cmd("PTTL");
-        pttl.arg(key);
+        let pttl = Command::new("PTTL").arg(key);
         let remaining: i64 = self
             .link
             .query(&pttl)
@@ -405,7 +400,7 @@ impl Node {
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         self.link
-            .query::<String>(&redis::cmd("PING"))
+            .query::<String>(&Command::new("PING"))
             .await
             .map(|_| ())
             .map_err(|failure| failure.into_error("health check"))
@@ -413,8 +408,7 @@ impl Node {
 
     /// `INFO <section>` as text.
     pub(crate) async fn info(&self, section: &str) -> Result<String, StoreError> {
-        let mut cmd = redis::cmd("INFO");
-        cmd.arg(section);
+        let cmd = Command::new("INFO").arg(section);
         self.link
             .query::<String>(&cmd)
             .await

@@ -29,6 +29,25 @@ pub(crate) struct Quorum {
     node_timeout: Duration,
 }
 
+/// How many times a split vote is tried again.
+const SPLIT_RETRIES: u32 = 3;
+
+/// What one round of grants decided.
+enum Vote {
+    Decided(Acquire),
+    /// Some masters granted, too few to win, and no other owner won either.
+    Split,
+}
+
+/// A pause of up to `attempt` × 3 ms, different for each caller, so that
+/// racers that split the vote do not collide again in step.
+fn split_pause(owner: &str, attempt: u32) -> Duration {
+    use std::hash::BuildHasher;
+    let noise = std::hash::RandomState::new().hash_one((owner, std::time::Instant::now()));
+    let ceiling_us = 3_000 * u64::from(attempt);
+    Duration::from_micros(noise % ceiling_us)
+}
+
 /// One master's answer, or a timeout after `limit`: the quorum never waits
 /// on a frozen master longer than that.
 async fn bounded<T>(
@@ -73,6 +92,11 @@ impl Quorum {
 
     /// Take the lease on every master that grants it; keep it if a majority
     /// did within the lease's validity, else give back what was taken.
+    ///
+    /// Callers racing for a free key can split the vote (each granted by a
+    /// minority of masters, so nobody wins); then, as Redlock advises, the
+    /// attempt is repeated after a short random pause, a few times, so that
+    /// a free key is not reported held when nobody holds it.
     pub(crate) async fn acquire(
         &self,
         key: &str,
@@ -81,6 +105,30 @@ impl Quorum {
         nonce: &str,
         nonces: &Nonces,
     ) -> Result<Acquire, StoreError> {
+        let mut nonce = nonce.to_owned();
+        let mut attempt = 0;
+        loop {
+            match self.acquire_once(key, owner, ttl, &nonce, nonces).await? {
+                Vote::Decided(outcome) => return Ok(outcome),
+                Vote::Split if attempt >= SPLIT_RETRIES => return Ok(Acquire::HeldByOther),
+                Vote::Split => {
+                    attempt += 1;
+                    tokio::time::sleep(split_pause(owner, attempt)).await;
+                    // Each send of a grant carries its own nonce.
+                    nonce = nonces.next();
+                }
+            }
+        }
+    }
+
+    async fn acquire_once(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+        nonce: &str,
+        nonces: &Nonces,
+    ) -> Result<Vote, StoreError> {
         let started = Instant::now();
         // A master that answers after a quarter of the lease leaves too
         // little of it to be worth waiting for.
@@ -122,7 +170,7 @@ impl Quorum {
             .await;
             let lifted = raised.iter().filter(|r| r.is_ok()).count();
             if lifted >= self.majority && valid(started) {
-                return Ok(Acquire::Acquired { fence: token });
+                return Ok(Vote::Decided(Acquire::Acquired { fence: token }));
             }
             self.undo(key, owner, nonces, &outcomes).await;
             return Err(StoreError::Unavailable(format!(
@@ -141,7 +189,10 @@ impl Quorum {
         if answered < self.majority {
             return Err(self.too_few("try-lock", answered, &errors));
         }
-        Ok(Acquire::HeldByOther)
+        if tokens.is_empty() {
+            return Ok(Vote::Decided(Acquire::HeldByOther));
+        }
+        Ok(Vote::Split)
     }
 
     /// Release on every master that granted or may have granted.

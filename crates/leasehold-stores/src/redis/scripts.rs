@@ -31,7 +31,7 @@ impl Lua {
     fn new(code: &'static str) -> Self {
         Lua {
             code,
-            sha: redis::Script::new(code).get_hash().to_owned(),
+            sha: sha1_smol::Sha1::from(code).digest().to_string(),
         }
     }
 }

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use leasehold_core::StoreError;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::link::Link;
+use super::pipe::{Messages, Pipe};
+use super::resp::Command;
 
 /// How often the subscription is pinged, and closed waiters are swept.
 const TICK: Duration = Duration::from_secs(5);
@@ -140,8 +141,12 @@ async fn subscribe_loop(
 ) {
     let mut pause = Duration::from_millis(50);
     while !stop.is_cancelled() {
-        match subscribe(&link, &channel).await {
-            Ok((sink, stream, addr)) => {
+        let budget = link.dial_timeout() + link.io_timeout();
+        let subscribed = tokio::time::timeout(budget, link.subscribe(&channel))
+            .await
+            .unwrap_or_else(|_| Err(format!("no subscription within {budget:?}")));
+        match subscribed {
+            Ok((addr, pipe, messages)) => {
                 pause = Duration::from_millis(50);
                 // Messages may have been missed before this subscription:
                 // wake whoever waits, then let new waiters in. In this order,
@@ -149,7 +154,7 @@ async fn subscribe_loop(
                 // woken for nothing.
                 shared.wake_all();
                 shared.live.send_replace(true);
-                listen(&link, &shared, &stop, sink, stream, &addr).await;
+                listen(&link, &shared, &stop, pipe, messages, &addr.to_string()).await;
                 shared.live.send_replace(false);
                 shared.wake_all();
             }
@@ -166,26 +171,6 @@ async fn subscribe_loop(
     shared.live.send_replace(false);
 }
 
-async fn subscribe(
-    link: &Link,
-    channel: &str,
-) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream, String), String> {
-    let info = link.resolve().await.map_err(|err| err.to_string())?;
-    let addr = info.addr().to_string();
-    let client = link.client(info).map_err(|err| err.to_string())?;
-    let budget = link.dial_timeout() + link.io_timeout();
-    let connect = async {
-        let (mut sink, stream) = client.get_async_pubsub().await?.split();
-        sink.subscribe(channel).await?;
-        Ok::<_, redis::RedisError>((sink, stream))
-    };
-    match tokio::time::timeout(budget, connect).await {
-        Ok(Ok((sink, stream))) => Ok((sink, stream, addr)),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("no subscription within {budget:?}")),
-    }
-}
-
 /// Deliver messages until the connection ends, stops answering pings, or
 /// the command connection has moved to another master (a Sentinel
 /// failover).
@@ -193,18 +178,19 @@ async fn listen(
     link: &Link,
     shared: &Shared,
     stop: &CancellationToken,
-    mut sink: redis::aio::PubSubSink,
-    mut stream: redis::aio::PubSubStream,
+    pipe: Pipe,
+    mut messages: Messages,
     addr: &str,
 ) {
+    let ping = Command::new("PING").encode();
     let mut tick = tokio::time::interval(TICK);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            message = stream.next() => match message {
-                Some(message) => {
-                    if let Ok(key) = std::str::from_utf8(message.get_payload_bytes()) {
+            message = messages.recv() => match message {
+                Some(payload) => {
+                    if let Ok(key) = std::str::from_utf8(&payload) {
                         shared.wake(key);
                     }
                 }
@@ -215,8 +201,9 @@ async fn listen(
                 if link.current_addr().is_some_and(|current| current != addr) {
                     return;
                 }
-                let ping = sink.ping::<redis::Value>();
-                if !matches!(tokio::time::timeout(link.io_timeout(), ping).await, Ok(Ok(_))) {
+                // A subscribed connection answers PING too.
+                let answered = tokio::time::timeout(link.io_timeout(), pipe.call(&ping)).await;
+                if !matches!(answered, Ok(Ok(_))) {
                     return;
                 }
             }
