@@ -268,7 +268,7 @@ impl LockService {
         lease_ms: u64,
         wait_ms: u64,
     ) -> Result<Acquire, ApiError> {
-        let handle = self.lookup(store, resource_id, owner)?.clone();
+        let handle = self.lookup(store, Some(resource_id), Some(owner))?.clone();
         let lease = self.lease(&handle, lease_ms)?;
         let wait = self.wait(&handle, wait_ms)?;
         let key = Self::key(&handle, resource_id)?;
@@ -341,7 +341,7 @@ impl LockService {
         resource_id: &str,
         owner: &str,
     ) -> Result<Release, ApiError> {
-        let handle = self.lookup(store, resource_id, owner)?;
+        let handle = self.lookup(store, Some(resource_id), Some(owner))?;
         let key = Self::key(handle, resource_id)?;
         let released = self
             .call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
@@ -361,7 +361,7 @@ impl LockService {
         owner: &str,
         lease_ms: u64,
     ) -> Result<RenewOutcome, ApiError> {
-        let handle = self.lookup(store, resource_id, owner)?.clone();
+        let handle = self.lookup(store, Some(resource_id), Some(owner))?.clone();
         require(&handle, handle.capabilities.renew, "renew a lease", "RENEW")?;
         let lease = self.lease(&handle, lease_ms)?;
         let key = Self::key(&handle, resource_id)?;
@@ -460,7 +460,7 @@ impl LockService {
         store: &str,
         resource_id: &str,
     ) -> Result<(Option<LockInfo>, usize), ApiError> {
-        let handle = self.lookup(store, resource_id, "-")?;
+        let handle = self.lookup(store, Some(resource_id), None)?;
         require(handle, handle.capabilities.admin, "report status", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
         let info = self
@@ -478,7 +478,7 @@ impl LockService {
         page_token: &str,
         page_size: u32,
     ) -> Result<ListPage, ApiError> {
-        let handle = self.lookup(store, "-", "-")?;
+        let handle = self.lookup(store, None, None)?;
         require(handle, handle.capabilities.admin, "list locks", "ADMIN")?;
         if prefix.contains("||") || page_token.contains("||") {
             return Err(ApiError::new(
@@ -535,7 +535,7 @@ impl LockService {
         resource_id: &str,
         reason: &str,
     ) -> Result<ForceRelease, ApiError> {
-        let handle = self.lookup(store, resource_id, "-")?;
+        let handle = self.lookup(store, Some(resource_id), None)?;
         require(handle, handle.capabilities.admin, "force-unlock", "ADMIN")?;
         let key = Self::key(handle, resource_id)?;
         let reason = if reason.is_empty() {
@@ -574,7 +574,7 @@ impl LockService {
         lease_ms: u64,
         wait_ms: u64,
     ) -> Result<HoldStream, ApiError> {
-        let handle = self.lookup(store, resource_id, owner)?.clone();
+        let handle = self.lookup(store, Some(resource_id), Some(owner))?.clone();
         require(&handle, handle.capabilities.renew, "hold a lock", "RENEW")?;
         let lease = self.lease(&handle, lease_ms)?;
         let wait = self.wait(&handle, wait_ms)?;

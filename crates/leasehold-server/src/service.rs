@@ -372,7 +372,7 @@ impl LockService {
                 "ExpiryInSeconds is not positive in lock store {store_name}"
             )));
         }
-        let handle = self.lookup(store_name, resource_id, owner)?;
+        let handle = self.lookup(store_name, Some(resource_id), Some(owner))?;
         let ttl = Duration::from_secs(expiry_in_seconds as u64);
         if ttl > handle.max_lease {
             return Err(malformed(format!(
@@ -407,7 +407,7 @@ impl LockService {
         resource_id: &str,
         owner: &str,
     ) -> Result<Release, ApiError> {
-        let handle = self.lookup(store_name, resource_id, owner)?;
+        let handle = self.lookup(store_name, Some(resource_id), Some(owner))?;
         let key = handle.scope.key(resource_id).map_err(|e| {
             ApiError::new(
                 ErrorKind::UnlockFailed,
@@ -425,12 +425,14 @@ impl LockService {
     }
 
     /// Steps 2 to 5 of daprd's validation, with leasehold's size limits
-    /// after the emptiness checks.
+    /// after the emptiness checks. Calls without a resource id (listing) or
+    /// without an owner (status, force-unlock) pass `None` for it, and that
+    /// check is skipped.
     pub fn lookup(
         &self,
         store_name: &str,
-        resource_id: &str,
-        owner: &str,
+        resource_id: Option<&str>,
+        owner: Option<&str>,
     ) -> Result<&Arc<StoreHandle>, ApiError> {
         if self.stores.is_empty() {
             return Err(ApiError::new(
@@ -438,16 +440,18 @@ impl LockService {
                 "lock store is not configured",
             ));
         }
-        if resource_id.is_empty() {
+        if resource_id.is_some_and(str::is_empty) {
             return Err(malformed(format!(
                 "ResourceId is empty in lock store {store_name}"
             )));
         }
-        if owner.is_empty() {
+        if owner.is_some_and(str::is_empty) {
             return Err(malformed(format!(
                 "LockOwner is empty in lock store {store_name}"
             )));
         }
+        let resource_id = resource_id.unwrap_or_default();
+        let owner = owner.unwrap_or_default();
         if resource_id.len() > self.limits.max_resource_id_bytes {
             return Err(malformed(format!(
                 "ResourceId is {} bytes, more than the limit of {} bytes, in lock store {store_name}",
