@@ -10,6 +10,8 @@
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/pins.sh
+source scripts/lib/pins.sh
 
 requirements=tests/api/requirements.txt
 VENV="${LEASEHOLD_API_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/leasehold/api-venv}"
@@ -19,25 +21,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PYTHON="$VENV/bin/python"
 
-pinned_installed() {
-    "$PYTHON" - "$requirements" <<'PY'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-
-for line in open(sys.argv[1], encoding="utf-8"):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, _, pinned = line.partition("==")
-    try:
-        if version(name.strip()) != pinned.strip():
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)
-PY
-}
-
-if pinned_installed 2>/dev/null; then
+if pins_installed "$PYTHON" "$requirements" 2>/dev/null; then
     echo "schemathesis: already installed in $VENV ($requirements)"
 else
     echo "schemathesis: installing $requirements into $VENV"

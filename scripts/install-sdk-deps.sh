@@ -9,30 +9,13 @@
 # already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/pins.sh
+source scripts/lib/pins.sh
 
 PYTHON="${LEASEHOLD_PYTHON:-python3}"
 requirements=tests/sdk/python/requirements.txt
 
-python_ready() {
-    # Every pinned requirement installed at its pinned version.
-    "$PYTHON" - "$requirements" <<'PY'
-import sys
-from importlib.metadata import PackageNotFoundError, version
-
-for line in open(sys.argv[1], encoding="utf-8"):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    name, _, pinned = line.partition("==")
-    try:
-        if version(name.strip()) != pinned.strip():
-            sys.exit(1)
-    except PackageNotFoundError:
-        sys.exit(1)
-PY
-}
-
-if python_ready 2>/dev/null; then
+if pins_installed "$PYTHON" "$requirements" 2>/dev/null; then
     echo "Python SDK: already installed ($requirements)"
 else
     echo "Python SDK: installing $requirements"
@@ -45,7 +28,7 @@ else
             exit 1
         fi
     fi
-    python_ready || { echo "Python SDK: installed versions do not match $requirements" >&2; exit 1; }
+    pins_installed "$PYTHON" "$requirements" || { echo "Python SDK: installed versions do not match $requirements" >&2; exit 1; }
 fi
 
 js_ready() {

@@ -211,26 +211,19 @@ impl FromReply for i64 {
     }
 }
 
-impl FromReply for u64 {
-    fn from_reply(reply: Reply) -> Result<Self, String> {
-        let n = i64::from_reply(reply)?;
-        u64::try_from(n).map_err(|_| format!("{n} is negative"))
-    }
+/// Narrower integers: the reply's integer, if it fits.
+macro_rules! narrow_from_reply {
+    ($($ty:ty),+) => {$(
+        impl FromReply for $ty {
+            fn from_reply(reply: Reply) -> Result<Self, String> {
+                let n = i64::from_reply(reply)?;
+                <$ty>::try_from(n).map_err(|_| format!("{n} is out of range"))
+            }
+        }
+    )+};
 }
 
-impl FromReply for u32 {
-    fn from_reply(reply: Reply) -> Result<Self, String> {
-        let n = i64::from_reply(reply)?;
-        u32::try_from(n).map_err(|_| format!("{n} is out of range"))
-    }
-}
-
-impl FromReply for u16 {
-    fn from_reply(reply: Reply) -> Result<Self, String> {
-        let n = i64::from_reply(reply)?;
-        u16::try_from(n).map_err(|_| format!("{n} is out of range"))
-    }
-}
+narrow_from_reply!(u64, u32, u16);
 
 impl FromReply for String {
     fn from_reply(reply: Reply) -> Result<Self, String> {
