@@ -1007,6 +1007,44 @@ async fn plain_tcp_to_a_tls_only_server_fails_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls() {
+    let Some(pki) = Pki::make("sentinel") else {
+        return;
+    };
+    let Some(setup) = SentinelSetup::start_tls(&RedisTls {
+        cert_file: pki.path("server.crt"),
+        key_file: pki.path("server.key"),
+        ca_cert_file: pki.path("ca.crt"),
+        auth_clients: false,
+    }) else {
+        return;
+    };
+    let hosts = setup.sentinel_hosts();
+    let ca = pki.pem("ca.crt");
+    let sentinel = [
+        ("redisHost", hosts.as_str()),
+        ("failover", "true"),
+        ("sentinelMasterName", leasehold_testkit::redis::MASTER_NAME),
+        ("enableTLS", "true"),
+        ("caCert", ca.as_str()),
+    ];
+    // The sentinels are asked over TLS, and name the master by its TLS
+    // port, which only a TLS dial can use.
+    let named = setup.master_port().expect("a sentinel names the master");
+    assert!(
+        setup.servers.iter().all(|server| server.port() != named),
+        "the sentinels name a plain port"
+    );
+    let store = Arc::new(connect(&sentinel).await);
+    leasehold_core::testsuite::run_all(store, "redis-sentinel-tls").await;
+
+    // Without TLS the sentinels' TLS ports refuse the store at once.
+    let err = connect_err(&sentinel[..3]).await;
+    assert!(err.contains("error connecting to Redis"), "{err}");
+    assert!(err.contains("no sentinel named"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_over_tls() {
     let Some(pki) = Pki::make("quorum") else {
         return;

@@ -350,11 +350,28 @@ fn spawn_server(
     ServerProcess::spawn(&format!("redis-server :{port}"), cmd, &log)
 }
 
+/// The TLS settings shared by the servers and sentinels of a TLS sentinel
+/// setup, as config names and values: the servers talk TLS to each other
+/// (replication, sentinel to server) and do not ask clients for
+/// certificates.
+fn tls_files(tls: &RedisTls) -> Vec<(&'static str, String)> {
+    let path = |file: &PathBuf| file.display().to_string();
+    vec![
+        ("tls-cert-file", path(&tls.cert_file)),
+        ("tls-key-file", path(&tls.key_file)),
+        ("tls-ca-cert-file", path(&tls.ca_cert_file)),
+        ("tls-auth-clients", "no".to_owned()),
+        ("tls-replication", "yes".to_owned()),
+    ]
+}
+
 /// One sentinel process, killed on drop.
 #[derive(Debug)]
 pub struct Sentinel {
     process: ServerProcess,
     port: u16,
+    /// Its TLS port, in a [`SentinelSetup::start_tls`] setup.
+    tls_port: Option<u16>,
 }
 
 impl Sentinel {
@@ -385,27 +402,69 @@ impl SentinelSetup {
     /// replica and each other. `None` when `redis-server` is missing outside
     /// CI.
     pub fn start() -> Option<SentinelSetup> {
+        SentinelSetup::start_with(None)
+    }
+
+    /// As [`SentinelSetup::start`], and every server and sentinel also
+    /// listens on a TLS port with `tls`'s files (client certificates not
+    /// required): replication and the sentinels' own connections use TLS,
+    /// so the sentinels name the master by its TLS port, and
+    /// [`SentinelSetup::sentinel_hosts`] gives the sentinels' TLS ports. The
+    /// plain ports serve this module's own checks. Failover helpers do not
+    /// apply to it (they talk plain TCP to the port the sentinels name).
+    pub fn start_tls(tls: &RedisTls) -> Option<SentinelSetup> {
+        SentinelSetup::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&RedisTls>) -> Option<SentinelSetup> {
         let binary = redis_binary()?;
-        let master = RedisServer::start()?;
+        let tls_ports = [free_port(), free_port()];
+        let tls_args = |port: u16| -> Vec<String> {
+            let Some(tls) = tls else {
+                return Vec::new();
+            };
+            let mut args = vec!["--tls-port".to_owned(), port.to_string()];
+            for (name, value) in tls_files(tls) {
+                args.extend([format!("--{name}"), value]);
+            }
+            args
+        };
+        let master = RedisServer::start_with(RedisOptions {
+            extra: tls_args(tls_ports[0]),
+            ..RedisOptions::default()
+        })?;
+        // With TLS the replica follows the master's TLS port.
+        let monitored = if tls.is_some() {
+            tls_ports[0]
+        } else {
+            master.port()
+        };
         let replica = RedisServer::start_with(RedisOptions {
-            replica_of: Some(master.port()),
+            replica_of: Some(monitored),
+            extra: tls_args(tls_ports[1]),
             ..RedisOptions::default()
         })?;
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let sentinels = (0..3)
             .map(|i| {
                 let port = free_port();
+                let tls_port = tls.map(|_| free_port());
                 // Sentinel rewrites its file, so each has its own.
                 let conf = dir.path().join(format!("sentinel-{i}.conf"));
-                let text = format!(
+                let mut text = format!(
                     "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                     sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n\
+                     sentinel monitor {MASTER_NAME} 127.0.0.1 {monitored} 2\n\
                      sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                      sentinel failover-timeout {MASTER_NAME} 5000\n\
                      sentinel parallel-syncs {MASTER_NAME} 1\n",
                     dir = dir.path().display(),
-                    master = master.port(),
                 );
+                if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
+                    text.push_str(&format!("tls-port {tls_port}\n"));
+                    for (name, value) in tls_files(tls) {
+                        text.push_str(&format!("{name} {value}\n"));
+                    }
+                }
                 std::fs::write(&conf, text).expect("cannot write a sentinel config");
                 let mut cmd = Command::new(&binary);
                 cmd.arg(&conf).arg("--sentinel");
@@ -413,6 +472,7 @@ impl SentinelSetup {
                 Sentinel {
                     process: ServerProcess::spawn(&format!("sentinel :{port}"), cmd, &log),
                     port,
+                    tls_port,
                 }
             })
             .collect::<Vec<_>>();
@@ -446,11 +506,11 @@ impl SentinelSetup {
     }
 
     /// `host:port,...` of the sentinels, as `redisHost` takes it with
-    /// `failover: true`.
+    /// `failover: true` (their TLS ports in a TLS setup).
     pub fn sentinel_hosts(&self) -> String {
         self.sentinels
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
+            .map(|s| format!("127.0.0.1:{}", s.tls_port.unwrap_or(s.port)))
             .collect::<Vec<_>>()
             .join(",")
     }
