@@ -222,33 +222,54 @@ async fn daprd_and_leasehold_respect_each_other() {
 }
 
 /// A TCP proxy that can be told to swallow the next reply from Redis and
-/// cut the connection: the command has run, the client never hears so.
+/// cut the connection (the command has run, the client never hears so), or
+/// to go silent on the connections open so far (commands still run, their
+/// replies never arrive) while new connections work.
 struct ReplyCutter {
     port: u16,
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    silent_below: Arc<AtomicUsize>,
 }
 
 impl ReplyCutter {
     async fn start(upstream: u16) -> ReplyCutter {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let armed = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicUsize::new(0));
-        let (armed2, cuts2) = (armed.clone(), cuts.clone());
+        let cutter = ReplyCutter {
+            port,
+            armed: Arc::default(),
+            cuts: Arc::default(),
+            accepted: Arc::default(),
+            silent_below: Arc::default(),
+        };
+        let (armed, cuts) = (cutter.armed.clone(), cutter.cuts.clone());
+        let (accepted, silent_below) = (cutter.accepted.clone(), cutter.silent_below.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
-                tokio::spawn(pump(client, server, armed2.clone(), cuts2.clone()));
+                let id = accepted.fetch_add(1, Ordering::SeqCst);
+                let silent = {
+                    let silent_below = silent_below.clone();
+                    move || id < silent_below.load(Ordering::SeqCst)
+                };
+                tokio::spawn(pump(client, server, armed.clone(), cuts.clone(), silent));
             }
         });
-        ReplyCutter { port, armed, cuts }
+        cutter
     }
 
     fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Drop every reply on the connections accepted so far.
+    fn silence_open_connections(&self) {
+        self.silent_below
+            .store(self.accepted.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -257,6 +278,7 @@ async fn pump(
     server: TcpStream,
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    silent: impl Fn() -> bool,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -272,6 +294,9 @@ async fn pump(
             // Swallow the reply and drop both sides.
             cuts.fetch_add(1, Ordering::SeqCst);
             break;
+        }
+        if silent() {
+            continue;
         }
         if client_write.write_all(&buffer[..n]).await.is_err() {
             break;
@@ -611,6 +636,60 @@ async fn quorum_of_three_conformance_with_one_master_down() {
         .unwrap_err();
     assert!(err.to_string().contains("masters answered"), "{err}");
     assert!(store.health().await.is_err());
+}
+
+/// A failed quorum round gives back only its own grants. Here the owner
+/// already holds the key on three of five masters (two lost it), asks
+/// again, and one of the three answers too late: the round fails, and
+/// taking its grants back must not delete the owner's earlier lease on the
+/// late master (an unlock by owner would, leaving it on two of five, where
+/// another owner could then win a majority).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_quorum_round_takes_back_only_its_own_grants() {
+    let Some(masters) = Masters::start(5) else {
+        return;
+    };
+    let late = ReplyCutter::start(masters.servers[2].port()).await;
+    let hosts: Vec<String> = masters
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| match i {
+            2 => format!("127.0.0.1:{}", late.port),
+            _ => server.addr(),
+        })
+        .collect();
+    let hosts = hosts.join(",");
+    let store = connect(&[
+        ("quorum", "true"),
+        ("redisHosts", &hosts),
+        ("quorumNodeTimeout", "300ms"),
+        ("redisMaxRetries", "0"),
+    ])
+    .await;
+    let key = "lock||quorum||own-grants";
+    fence(store.try_lock(key, "owner", LONG).await.unwrap());
+    for lost in &masters.servers[3..] {
+        cmd(lost, &["DEL", key]);
+    }
+
+    late.silence_open_connections();
+    assert_eq!(
+        store.try_lock(key, "owner", LONG).await.unwrap(),
+        Acquire::HeldByOther,
+        "the key is held, by this owner's earlier lease"
+    );
+    for (i, server) in masters.servers.iter().enumerate() {
+        let holder = cmd(server, &["GET", key]);
+        match i {
+            0..=2 => assert_eq!(holder.text(), Some("owner"), "master {i} lost the lease"),
+            _ => assert_eq!(holder, Reply::Bulk(None), "master {i} kept a grant"),
+        }
+    }
+    assert_eq!(
+        store.try_lock(key, "other", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,8 @@ struct Hello {
     db: i64,
     /// Send `CLIENT SETINFO` with this library's name (not to sentinels).
     name_library: bool,
+    /// Scripts to `SCRIPT LOAD` (masters only).
+    scripts: Vec<&'static str>,
 }
 
 /// A shared, self-healing connection to one master.
@@ -104,7 +106,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(target: Target, config: &Config) -> Self {
+    /// A link to `target`. Each new connection to a master loads `scripts`
+    /// into the server's cache first, so that calls do not start with a
+    /// `NOSCRIPT` round trip, and a call whose reply is lost has run its
+    /// script rather than been refused unseen.
+    pub(crate) fn new(target: Target, config: &Config, scripts: Vec<&'static str>) -> Self {
         Link {
             target,
             hello: Hello {
@@ -112,6 +118,7 @@ impl Link {
                 password: config.password.clone(),
                 db: config.db,
                 name_library: true,
+                scripts,
             },
             tls: config.tls.as_deref().map(super::tls::connector),
             dial_timeout: config.dial_timeout,
@@ -269,6 +276,7 @@ impl Link {
                     password: password.clone(),
                     db: 0,
                     name_library: false,
+                    scripts: Vec::new(),
                 };
                 let mut problems = Vec::new();
                 for sentinel in sentinels {
@@ -324,8 +332,13 @@ impl Link {
     /// messages published there.
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(Addr, Pipe, Messages), String> {
         let addr = self.resolve().await.map_err(|err| err.to_string())?;
+        // This connection runs no scripts.
+        let hello = Hello {
+            scripts: Vec::new(),
+            ..self.hello.clone()
+        };
         let (pipe, messages) = self
-            .dial(&addr, &self.hello, true)
+            .dial(&addr, &hello, true)
             .await
             .map_err(|err| err.to_string())?;
         let messages = messages.expect("a subscriber connection has messages");
@@ -408,6 +421,15 @@ impl Link {
                 Command::new("CLIENT").args(&["SETINFO", "LIB-VER", env!("CARGO_PKG_VERSION")]);
             steps.push(("CLIENT SETINFO", name, false));
             steps.push(("CLIENT SETINFO", version, false));
+        }
+        for code in &hello.scripts {
+            // A server that refuses (an ACL without SCRIPT) still runs the
+            // scripts through the EVAL fallback.
+            steps.push((
+                "SCRIPT LOAD",
+                Command::new("SCRIPT").arg("LOAD").arg(code),
+                false,
+            ));
         }
         let encoded: Vec<Vec<u8>> = steps
             .iter()

@@ -96,7 +96,10 @@ impl RedisStore {
         let scripts = Arc::new(Scripts::new());
         let nodes: Vec<Node> = Link::targets(&config)
             .into_iter()
-            .map(|target| Node::new(Link::new(target, &config), scripts.clone(), &config))
+            .map(|target| {
+                let link = Link::new(target, &config, scripts.codes());
+                Node::new(link, scripts.clone(), &config)
+            })
             .collect();
         let failover = matches!(*config.mode, Mode::Sentinel { .. });
         // A quorum starts with a minority of its masters down, as it runs.
@@ -205,8 +208,9 @@ impl Nonces {
     }
 }
 
-/// `WAIT` for the replicas after a grant that went out on connection
-/// `written_on`; a grant they did not acknowledge is taken back.
+/// `WAIT` for the replicas after a grant (made with `nonce`) that went out
+/// on connection `written_on`; a grant they did not acknowledge is taken
+/// back.
 async fn acknowledged(
     node: &Node,
     ack: ReplicaAck,
@@ -224,7 +228,7 @@ async fn acknowledged(
         other => {
             // A grant that may vanish in a failover is taken back rather
             // than handed out.
-            let _ = node.release(key, owner, nonce).await;
+            let _ = node.take_back(key, owner, nonce).await;
             let why = match other {
                 Ok(acks) => format!(
                     "{acks} of {} replicas acknowledged the lock within {:?}",
@@ -255,7 +259,7 @@ impl LockStore for RedisStore {
                     .await?;
                 if let (Acquire::Acquired { .. }, Some(ack)) = (outcome, replica_ack) {
                     let written_on = used.load(Ordering::Acquire);
-                    acknowledged(node, *ack, written_on, key, owner, &self.nonces.next()).await?;
+                    acknowledged(node, *ack, written_on, key, owner, &nonce).await?;
                 }
                 Ok(outcome)
             }

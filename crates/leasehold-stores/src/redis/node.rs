@@ -197,6 +197,30 @@ impl Node {
         Ok(outcome)
     }
 
+    /// Remove the grant made with `nonce`, if it is still there; anything
+    /// else under `key` stays. Safe to resend.
+    pub(crate) async fn take_back(
+        &self,
+        key: &str,
+        owner: &str,
+        nonce: &str,
+    ) -> Result<bool, StoreError> {
+        let fence = fence_key(key);
+        let (result, maybe_sent) = self
+            .retrying(self.max_retries, |_| {
+                self.link.eval::<i64>(
+                    &self.scripts.take_back,
+                    &[key, &fence, COUNTER_KEY],
+                    &[owner, nonce, &self.channel],
+                    None,
+                )
+            })
+            .await;
+        result
+            .map(|removed| removed == 1)
+            .map_err(|failure| Self::error("take-back", failure, maybe_sent))
+    }
+
     pub(crate) async fn renew(
         &self,
         key: &str,

@@ -5,10 +5,10 @@
 //! The calling task writes its own command when nobody else is writing (on
 //! plain TCP, a non-blocking write that does not wait), and calls that
 //! arrive during a write are sent by that writer in one batch. One task per
-//! connection reads the replies and hands each to its caller; it also
+//! connection reads the replies and hands each to its caller; a second one
 //! takes over writing when the socket is full, and does all writing on TLS.
-//! So a call costs one hand-off (the reply), not two, and a busy connection
-//! sends and reads many commands per system call.
+//! Reading never waits for writing: a peer that answers before it reads on
+//! (a proxy) cannot stall the connection with both sides' buffers full.
 //!
 //! A caller that gives up (a timeout) leaves its place in the queue; its
 //! reply is read and dropped, so the order stays right for everyone else.
@@ -16,11 +16,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::resp::{self, ParseError, Reply};
 
@@ -59,8 +61,10 @@ impl Drop for Handle {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the reader task: bytes to write, or the connection is closed.
+    /// Wakes the writer task: bytes a caller could not write.
     io: Notify,
+    /// Cancelled when the connection fails or is closed: both tasks end.
+    closed: CancellationToken,
     /// Plain TCP: the write half callers write to directly.
     direct: Option<Arc<OwnedWriteHalf>>,
 }
@@ -79,7 +83,7 @@ struct State {
     broken: Option<String>,
 }
 
-/// The write side as the reader task holds it.
+/// The write side as the writer task holds it.
 enum Writer {
     Tcp(Arc<OwnedWriteHalf>),
     Stream(Box<dyn AsyncWrite + Send + Unpin>),
@@ -119,6 +123,7 @@ impl Pipe {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             io: Notify::new(),
+            closed: CancellationToken::new(),
             direct,
         });
         let (messages, receiver) = if subscriber {
@@ -127,7 +132,8 @@ impl Pipe {
         } else {
             (None, None)
         };
-        tokio::spawn(run(shared.clone(), reader, writer, messages));
+        tokio::spawn(read_replies(shared.clone(), reader, messages));
+        tokio::spawn(write_backlog(shared.clone(), writer));
         (
             Pipe {
                 handle: Arc::new(Handle { shared }),
@@ -203,11 +209,11 @@ impl Shared {
         for waiter in waiting {
             let _ = waiter.send(Err(why.clone()));
         }
-        self.io.notify_one();
+        self.closed.cancel();
     }
 
     /// Write `batch` and whatever is queued meanwhile, without waiting: if
-    /// the socket is full, the rest goes to the reader task.
+    /// the socket is full, the rest goes to the writer task.
     fn write_direct(&self, mut batch: Vec<u8>) {
         let writer = self.direct.as_ref().expect("direct writes on TCP only");
         let mut written = 0;
@@ -244,7 +250,7 @@ impl Shared {
         }
     }
 
-    /// The reader task's turn to write: until nothing is queued.
+    /// The writer task's turn: write until nothing is queued.
     async fn flush(&self, writer: &mut Writer) -> io::Result<()> {
         loop {
             let batch = {
@@ -327,11 +333,10 @@ fn is_message(items: &[Reply]) -> bool {
     items.len() == 3 && matches!(&items[0], Reply::Bulk(kind) if kind == b"message")
 }
 
-/// The reader task: replies in, and writes that a caller could not finish.
-async fn run<R>(
+/// The reader task: replies in, until the connection fails or is closed.
+async fn read_replies<R>(
     shared: Arc<Shared>,
     mut reader: R,
-    mut writer: Writer,
     messages: Option<mpsc::UnboundedSender<Vec<u8>>>,
 ) where
     R: AsyncRead + Unpin,
@@ -342,6 +347,7 @@ async fn run<R>(
             buffer.reserve(16 * 1024);
         }
         tokio::select! {
+            () = shared.closed.cancelled() => return,
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) => break "redis closed the connection".to_owned(),
                 Ok(_) => {
@@ -351,19 +357,34 @@ async fn run<R>(
                 }
                 Err(err) => break format!("read from redis failed: {err}"),
             },
-            () = shared.io.notified() => {
-                if let Some(why) = shared.lock().broken.clone() {
-                    break why;
-                }
-                if let Err(err) = shared.flush(&mut writer).await {
-                    break format!("write to redis failed: {err}");
-                }
-            }
         }
     };
     shared.fail(why);
+}
+
+/// The writer task: commands that a caller could not write without
+/// waiting (all of them on TLS), until the connection fails or is closed.
+async fn write_backlog(shared: Arc<Shared>, mut writer: Writer) {
+    loop {
+        tokio::select! {
+            () = shared.closed.cancelled() => break,
+            () = shared.io.notified() => {
+                // A server that stopped reading must not keep this task
+                // (and the bytes it holds) alive after the close.
+                let flushed = tokio::select! {
+                    () = shared.closed.cancelled() => break,
+                    flushed = shared.flush(&mut writer) => flushed,
+                };
+                if let Err(err) = flushed {
+                    shared.fail(format!("write to redis failed: {err}"));
+                    break;
+                }
+            }
+        }
+    }
     if let Writer::Stream(stream) = &mut writer {
-        let _ = stream.shutdown().await;
+        // A polite TLS close, if the server takes it at once.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
 }
 
@@ -413,6 +434,44 @@ mod tests {
         for (i, call) in calls.into_iter().enumerate() {
             assert_eq!(call.await.unwrap().unwrap(), Reply::Int(i as i64 + 1));
         }
+    }
+
+    /// A peer that writes each reply whole before it reads the next command
+    /// (as some proxies do) must not stall a connection whose writes and
+    /// reads both fill the socket buffers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_batches_flow_when_the_peer_answers_before_reading_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buffer = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                while let Ok((_, used)) = resp::parse(&buffer) {
+                    let mut reply = Vec::new();
+                    resp::bulk(&mut reply, &buffer[..used]);
+                    buffer.drain(..used);
+                    socket.write_all(&reply).await.unwrap();
+                }
+                let n = socket.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+        });
+        let (pipe, _) = Pipe::tcp(TcpStream::connect(addr).await.unwrap(), false);
+        let echo = Command::new("ECHO").arg(vec![b'x'; 4096]).encode();
+        let calls: Vec<_> = (0..5_000).map(|_| pipe.send(&echo).unwrap()).collect();
+        let all = async {
+            for call in calls {
+                assert!(matches!(call.await, Ok(Ok(Reply::Bulk(_)))));
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("the connection stalled");
     }
 
     #[tokio::test]

@@ -108,7 +108,7 @@ impl Quorum {
         let mut nonce = nonce.to_owned();
         let mut attempt = 0;
         loop {
-            match self.acquire_once(key, owner, ttl, &nonce, nonces).await? {
+            match self.acquire_once(key, owner, ttl, &nonce).await? {
                 Vote::Decided(outcome) => return Ok(outcome),
                 Vote::Split if attempt >= SPLIT_RETRIES => return Ok(Acquire::HeldByOther),
                 Vote::Split => {
@@ -127,7 +127,6 @@ impl Quorum {
         owner: &str,
         ttl: Duration,
         nonce: &str,
-        nonces: &Nonces,
     ) -> Result<Vote, StoreError> {
         let started = Instant::now();
         // A master that answers after a quarter of the lease leaves too
@@ -172,7 +171,7 @@ impl Quorum {
             if lifted >= self.majority && valid(started) {
                 return Ok(Vote::Decided(Acquire::Acquired { fence: token }));
             }
-            self.undo(key, owner, nonces, &outcomes).await;
+            self.undo(key, owner, nonce, &outcomes).await;
             return Err(StoreError::Unavailable(format!(
                 "the lease was granted by a majority but could not be fenced on a majority \
                  within its validity ({lifted} of {} masters); it was released again",
@@ -180,7 +179,7 @@ impl Quorum {
             )));
         }
 
-        self.undo(key, owner, nonces, &outcomes).await;
+        self.undo(key, owner, nonce, &outcomes).await;
         if !tokens.is_empty() && tokens.len() >= self.majority {
             // A majority granted, but too late to leave any validity.
             return Err(StoreError::Timeout(started.elapsed()));
@@ -189,18 +188,23 @@ impl Quorum {
         if answered < self.majority {
             return Err(self.too_few("try-lock", answered, &errors));
         }
-        if tokens.is_empty() {
+        // Nobody won this round; unless a majority refused (someone else
+        // holds the key), another round may find a winner.
+        if tokens.is_empty() || held >= self.majority {
             return Ok(Vote::Decided(Acquire::HeldByOther));
         }
         Ok(Vote::Split)
     }
 
-    /// Release on every master that granted or may have granted.
+    /// Take back this round's grant (made with `nonce`) on every master that
+    /// granted or may have granted. Only that grant: a master that did not
+    /// answer in time may hold an earlier, valid lease of the same owner,
+    /// which an unlock by owner would delete.
     async fn undo(
         &self,
         key: &str,
         owner: &str,
-        nonces: &Nonces,
+        nonce: &str,
         outcomes: &[Result<Acquire, StoreError>],
     ) {
         let undo = self
@@ -208,10 +212,7 @@ impl Quorum {
             .iter()
             .zip(outcomes)
             .filter(|(_, outcome)| !matches!(outcome, Ok(Acquire::HeldByOther)))
-            .map(|(node, _)| {
-                let nonce = nonces.next();
-                async move { bounded(self.node_timeout, node.release(key, owner, &nonce)).await }
-            });
+            .map(|(node, _)| bounded(self.node_timeout, node.take_back(key, owner, nonce)));
         let _ = join_all(undo).await;
     }
 

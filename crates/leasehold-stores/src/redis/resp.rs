@@ -99,6 +99,13 @@ pub(crate) enum ParseError {
     Invalid(String),
 }
 
+/// Longer bulk strings are refused as corrupt: Redis's own limit
+/// (`proto-max-bulk-len`) is 512 MiB.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+
+/// Arrays longer than this are refused as corrupt.
+const MAX_ELEMENTS: i64 = i32::MAX as i64;
+
 /// Nesting deeper than this is refused: no reply of this store nests more
 /// than twice, and a bound keeps a corrupt stream from exhausting the stack.
 const MAX_DEPTH: usize = 16;
@@ -115,6 +122,11 @@ fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Reply, ParseErro
         return Err(ParseError::Invalid("replies nest too deeply".to_owned()));
     }
     let kind = *buf.get(*at).ok_or(ParseError::Incomplete)?;
+    if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+        return Err(ParseError::Invalid(format!(
+            "unexpected reply type byte 0x{kind:02x}"
+        )));
+    }
     *at += 1;
     let line = line(buf, at)?;
     match kind {
@@ -125,6 +137,9 @@ fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Reply, ParseErro
             let len = number(line)?;
             if len < 0 {
                 return Ok(Reply::Nil);
+            }
+            if len > MAX_BULK {
+                return Err(ParseError::Invalid(format!("a bulk string of {len} bytes")));
             }
             let len = usize::try_from(len)
                 .map_err(|_| ParseError::Invalid("bulk length out of range".to_owned()))?;
@@ -146,6 +161,9 @@ fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Reply, ParseErro
             if count < 0 {
                 return Ok(Reply::Nil);
             }
+            if count > MAX_ELEMENTS {
+                return Err(ParseError::Invalid(format!("an array of {count} elements")));
+            }
             // Each element takes at least 3 bytes: a count beyond what the
             // buffer could hold means more must be read (or a corrupt
             // stream, which the next bytes will show).
@@ -157,9 +175,7 @@ fn parse_at(buf: &[u8], at: &mut usize, depth: usize) -> Result<Reply, ParseErro
             }
             Ok(Reply::Array(items))
         }
-        other => Err(ParseError::Invalid(format!(
-            "unexpected reply type byte 0x{other:02x}"
-        ))),
+        _ => unreachable!("the type byte was checked above"),
     }
 }
 
@@ -345,6 +361,15 @@ mod tests {
     #[test]
     fn garbage_is_invalid_not_incomplete() {
         assert!(matches!(parse(b"?x\r\n"), Err(ParseError::Invalid(_))));
+        assert!(matches!(
+            parse(b"?no line end"),
+            Err(ParseError::Invalid(_))
+        ));
+        let huge = format!("${}\r\n", MAX_BULK + 1);
+        assert!(matches!(
+            parse(huge.as_bytes()),
+            Err(ParseError::Invalid(_))
+        ));
         assert!(matches!(parse(b":x\r\n"), Err(ParseError::Invalid(_))));
         assert!(matches!(
             parse(b"$1\r\nab\r\n"),

@@ -45,9 +45,26 @@ pub(crate) struct Scripts {
     pub(crate) status: Lua,
     pub(crate) force: Lua,
     pub(crate) raise: Lua,
+    pub(crate) take_back: Lua,
 }
 
 impl Scripts {
+    /// Every script's code, for `SCRIPT LOAD` on each new connection.
+    pub(crate) fn codes(&self) -> Vec<&'static str> {
+        [
+            &self.acquire,
+            &self.release,
+            &self.renew,
+            &self.status,
+            &self.force,
+            &self.raise,
+            &self.take_back,
+        ]
+        .iter()
+        .map(|lua| lua.code)
+        .collect()
+    }
+
     pub(crate) fn new() -> Self {
         Scripts {
             acquire: Lua::new(ACQUIRE),
@@ -56,6 +73,7 @@ impl Scripts {
             status: Lua::new(STATUS),
             force: Lua::new(FORCE),
             raise: Lua::new(RAISE),
+            take_back: Lua::new(TAKE_BACK),
         }
     }
 }
@@ -95,6 +113,21 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[2], 'released', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], 60000)
 redis.call('PUBLISH', ARGV[4], KEYS[1])
+return 1
+"#;
+
+/// Give back a grant that must not stand (a quorum that failed, a write the
+/// replicas did not acknowledge): only the grant made with this nonce.
+/// Another lease of the same owner (an earlier grant, still valid) is left
+/// alone; a plain unlock by owner would delete it.
+/// ARGV: owner, the grant's nonce, release channel. Returns 1 when the
+/// grant was found and removed, else 0.
+const TAKE_BACK: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'nonce') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PEXPIRE', KEYS[2], 60000)
+redis.call('PUBLISH', ARGV[3], KEYS[1])
 return 1
 "#;
 
