@@ -642,8 +642,12 @@ fn refused(message: String) -> Failure {
         // Refused before running: a script missing from the cache.
         "NOSCRIPT" => Failure::NotSent(StoreError::Backend(message)),
         // Refused before running: a demoted master, a server still loading
-        // its data, a replica cut off from its master.
-        "READONLY" | "LOADING" | "MASTERDOWN" => Failure::NotSent(StoreError::Unavailable(message)),
+        // its data, a replica cut off from its master, a server busy with
+        // a long script, or out of memory. Only the first three are retried
+        // (on a new connection, which may reach another master).
+        "READONLY" | "LOADING" | "MASTERDOWN" | "BUSY" | "OOM" => {
+            Failure::NotSent(StoreError::Unavailable(message))
+        }
         _ => Failure::Backend(message),
     }
 }
@@ -674,6 +678,10 @@ mod tests {
         ));
         assert!(matches!(
             refused("READONLY You can't write against a read only replica.".into()),
+            Failure::NotSent(StoreError::Unavailable(_))
+        ));
+        assert!(matches!(
+            refused("BUSY Redis is busy running a script.".into()),
             Failure::NotSent(StoreError::Unavailable(_))
         ));
         assert!(matches!(
