@@ -225,6 +225,19 @@ pub trait LockStore: Send + Sync + fmt::Debug + 'static {
     /// Release `owner`'s lease on `key`.
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError>;
 
+    /// Release `owner`'s lease on `key` only if it is the grant that was
+    /// given the token `fence`. Cleanup of one grant (a stream that closed,
+    /// a guard dropped) must not end a later grant of the same owner string
+    /// (after the first was released or expired and the key granted again):
+    /// that grant's holder would lose its lock unknowingly. Another owner's
+    /// lease, or another grant of this owner, is `HeldByOther`.
+    async fn unlock_grant(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError>;
+
     /// Extend `owner`'s live lease on `key` to `ttl` from now.
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {
         let _ = (key, owner, ttl);

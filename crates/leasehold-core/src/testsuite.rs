@@ -65,6 +65,9 @@ pub async fn run_all(store: Store, prefix: &str) {
             Box::pin(acquire_and_release(s, p))
         }),
         ("not_reentrant", |s, p| Box::pin(not_reentrant(s, p))),
+        ("unlock_grant_spares_a_later_grant", |s, p| {
+            Box::pin(unlock_grant_spares_a_later_grant(s, p))
+        }),
         ("wrong_owner", |s, p| Box::pin(wrong_owner(s, p))),
         ("missing_lock", |s, p| Box::pin(missing_lock(s, p))),
         ("independent_keys", |s, p| Box::pin(independent_keys(s, p))),
@@ -106,6 +109,40 @@ pub async fn acquire_and_release(store: Store, prefix: String) {
 }
 
 /// The same owner asking again is refused, and its lease is not extended.
+/// Releasing one grant by its token leaves a later grant of the same owner.
+pub async fn unlock_grant_spares_a_later_grant(store: Store, prefix: String) {
+    let k = key(&prefix, "grant");
+    let first = fence_of(store.try_lock(&k, "owner", LONG).await.unwrap());
+    assert_eq!(store.unlock(&k, "owner").await.unwrap(), Release::Released);
+    assert_eq!(
+        store.unlock_grant(&k, "owner", first).await.unwrap(),
+        Release::NotFound
+    );
+    let second = fence_of(store.try_lock(&k, "owner", LONG).await.unwrap());
+    assert!(second > first, "{first} then {second}");
+    assert_eq!(
+        store.unlock_grant(&k, "owner", first).await.unwrap(),
+        Release::HeldByOther,
+        "a cleanup of the first grant ended the second"
+    );
+    assert_eq!(
+        store.unlock_grant(&k, "other", second).await.unwrap(),
+        Release::HeldByOther
+    );
+    assert_eq!(
+        store.try_lock(&k, "another", LONG).await.unwrap(),
+        Acquire::HeldByOther
+    );
+    assert_eq!(
+        store.unlock_grant(&k, "owner", second).await.unwrap(),
+        Release::Released
+    );
+    assert_eq!(
+        store.unlock_grant(&k, "owner", second).await.unwrap(),
+        Release::NotFound
+    );
+}
+
 pub async fn not_reentrant(store: Store, prefix: String) {
     let k = key(&prefix, "a");
     fence_of(acquire(&store, &k, "owner", LONG).await);

@@ -170,16 +170,6 @@ impl EtcdClient {
         .await
     }
 
-    pub(super) async fn delete_range(
-        &self,
-        request: pb::DeleteRangeRequest,
-    ) -> Result<pb::DeleteRangeResponse, Status> {
-        self.unary(request, |channel, request| async move {
-            KvClient::new(channel).delete_range(request).await
-        })
-        .await
-    }
-
     pub(super) async fn lease_grant(&self, seconds: i64) -> Result<pb::LeaseGrantResponse, Status> {
         let request = pb::LeaseGrantRequest {
             ttl: seconds,

@@ -442,6 +442,56 @@ impl EtcdStore {
         full
     }
 
+    /// Delete `owner`'s key: the grant with token (create revision)
+    /// `grant`, or for a plain unlock the grant the owner holds now, read
+    /// first. The delete compares the owner and that revision, so a send
+    /// repeated after a lost reply (see [`EtcdStore::rpc`]) cannot delete a
+    /// grant made after the first send freed the key, even one of the same
+    /// owner.
+    async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        grant: Option<Fence>,
+    ) -> Result<Release, StoreError> {
+        let deadline = self.deadline();
+        let key = self.full_key(key);
+        let revision = match grant {
+            Some(fence) => i64::try_from(fence).unwrap_or(i64::MAX),
+            None => {
+                let request = pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                };
+                let found = self
+                    .rpc(deadline, "release", || self.client.range(request.clone()))
+                    .await?;
+                match found.kvs.first() {
+                    None => return Ok(Release::NotFound),
+                    Some(kv) if kv.value != owner.as_bytes() => return Ok(Release::HeldByOther),
+                    Some(kv) => kv.create_revision,
+                }
+            }
+        };
+        let txn = pb::TxnRequest {
+            compare: vec![value_is(&key, owner), created_at(&key, revision)],
+            success: vec![delete_op(&key)],
+            failure: vec![get_op(&key, true)],
+        };
+        let mut response = self.txn(deadline, "release", txn).await?;
+        if response.succeeded {
+            if let Some(previous) = previous_of(&mut response, 0) {
+                self.revoke_in_background(previous.lease);
+            }
+            return Ok(Release::Released);
+        }
+        Ok(if count_of(&mut response, 0) > 0 {
+            Release::HeldByOther
+        } else {
+            Release::NotFound
+        })
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.request_timeout
     }
@@ -614,6 +664,16 @@ fn value_is(key: &[u8], value: &str) -> pb::Compare {
     }
 }
 
+/// The key was created at `revision`: it is that grant, not a later one.
+fn created_at(key: &[u8], revision: i64) -> pb::Compare {
+    pb::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(compare::TargetUnion::CreateRevision(revision)),
+    }
+}
+
 fn put_op(key: &[u8], value: &str, lease: i64, prev_kv: bool) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(request_op::Request::RequestPut(pb::PutRequest {
@@ -726,25 +786,16 @@ impl LockStore for EtcdStore {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        let deadline = self.deadline();
-        let key = self.full_key(key);
-        let txn = pb::TxnRequest {
-            compare: vec![value_is(&key, owner)],
-            success: vec![delete_op(&key)],
-            failure: vec![get_op(&key, true)],
-        };
-        let mut response = self.txn(deadline, "release", txn).await?;
-        if response.succeeded {
-            if let Some(previous) = previous_of(&mut response, 0) {
-                self.revoke_in_background(previous.lease);
-            }
-            return Ok(Release::Released);
-        }
-        Ok(if count_of(&mut response, 0) > 0 {
-            Release::HeldByOther
-        } else {
-            Release::NotFound
-        })
+        self.release(key, owner, None).await
+    }
+
+    async fn unlock_grant(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError> {
+        self.release(key, owner, Some(fence)).await
     }
 
     /// Renewal swaps a new lease of the requested length in, in one
@@ -841,28 +892,42 @@ impl LockStore for EtcdStore {
         Ok(infos)
     }
 
+    /// Reads the holder, then deletes that grant only (compared by its
+    /// create revision): a send repeated after a lost reply must not evict
+    /// a grant made after the first send freed the key.
     async fn force_unlock(&self, key: &str) -> Result<ForceRelease, StoreError> {
         let deadline = self.deadline();
         let full = self.full_key(key);
-        let request = pb::DeleteRangeRequest {
-            key: full,
-            prev_kv: true,
+        let request = pb::RangeRequest {
+            key: full.clone(),
+            ..Default::default()
         };
-        let deleted = self
-            .rpc(deadline, "force-unlock", || {
-                self.client.delete_range(request.clone())
-            })
-            .await?;
-        match deleted.prev_kvs.into_iter().next() {
-            Some(previous) => {
-                self.revoke_in_background(previous.lease);
-                Ok(ForceRelease::Released {
-                    owner: String::from_utf8_lossy(&previous.value).into_owned(),
-                    fence: fence_from(previous.create_revision)?,
+        for _ in 0..3 {
+            let found = self
+                .rpc(deadline, "force-unlock", || {
+                    self.client.range(request.clone())
                 })
+                .await?;
+            let Some(holder) = found.kvs.into_iter().next() else {
+                return Ok(ForceRelease::NotFound);
+            };
+            let txn = pb::TxnRequest {
+                compare: vec![created_at(&full, holder.create_revision)],
+                success: vec![delete_op(&full)],
+                failure: Vec::new(),
+            };
+            if self.txn(deadline, "force-unlock", txn).await?.succeeded {
+                self.revoke_in_background(holder.lease);
+                return Ok(ForceRelease::Released {
+                    owner: String::from_utf8_lossy(&holder.value).into_owned(),
+                    fence: fence_from(holder.create_revision)?,
+                });
             }
-            None => Ok(ForceRelease::NotFound),
+            // Released and perhaps granted again meanwhile: look again.
         }
+        Err(StoreError::Unavailable(
+            "the lock changed hands three times during force-unlock; try again".to_owned(),
+        ))
     }
 
     /// A watch on the key for deletions (a release, a force-unlock, or the

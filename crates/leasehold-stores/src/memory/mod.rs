@@ -171,6 +171,24 @@ struct Inner {
 }
 
 impl MemoryStore {
+    /// Remove `owner`'s live lease on `key` (only the grant with token
+    /// `fence`, when given).
+    fn release(&self, key: &str, owner: &str, fence: Option<Fence>) -> Release {
+        let mut shard = lock(self.inner.shard(key));
+        match shard.live(key, Instant::now()) {
+            None => Release::NotFound,
+            Some(lease)
+                if &*lease.owner != owner || fence.is_some_and(|fence| fence != lease.fence) =>
+            {
+                Release::HeldByOther
+            }
+            Some(_) => {
+                shard.remove(key);
+                Release::Released
+            }
+        }
+    }
+
     /// Open the store; reads the restart guard file if there is one. Must be
     /// called inside a Tokio runtime (it starts the reaper).
     pub fn open(config: Config) -> Result<Self, StoreError> {
@@ -299,15 +317,16 @@ impl LockStore for MemoryStore {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        let mut shard = lock(self.inner.shard(key));
-        match shard.live(key, Instant::now()) {
-            None => Ok(Release::NotFound),
-            Some(lease) if &*lease.owner != owner => Ok(Release::HeldByOther),
-            Some(_) => {
-                shard.remove(key);
-                Ok(Release::Released)
-            }
-        }
+        Ok(self.release(key, owner, None))
+    }
+
+    async fn unlock_grant(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError> {
+        Ok(self.release(key, owner, Some(fence)))
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

@@ -277,13 +277,16 @@ impl Sql {
                  RETURNING l.fence"
             ),
             // One row back: released (true) or held by another (false); no
-            // row: nothing live.
+            // row: nothing live. $3, when not null, is the token of the one
+            // grant to release: a later grant of the same owner is "another".
             release: format!(
                 "UPDATE {table}
-                 SET expires_at = CASE WHEN owner = $2 THEN now() ELSE expires_at END
+                 SET expires_at = CASE WHEN owner = $2 AND fence = coalesce($3, fence)
+                     THEN now() ELSE expires_at END
                  WHERE key = $1 AND expires_at > now()
-                 RETURNING owner = $2 AS released,
-                     (CASE WHEN owner = $2 THEN pg_notify('{channel}', {payload}) END) IS NULL AS quiet"
+                 RETURNING owner = $2 AND fence = coalesce($3, fence) AS released,
+                     (CASE WHEN owner = $2 AND fence = coalesce($3, fence)
+                         THEN pg_notify('{channel}', {payload}) END) IS NULL AS quiet"
             ),
             renew: format!(
                 "UPDATE {table}
@@ -586,6 +589,28 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Release `owner`'s lease on `key`; with `grant`, only the grant of
+    /// that token.
+    async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        grant: Option<i64>,
+    ) -> Result<Release, StoreError> {
+        let row = self
+            .run("release", Some(key), |conn| async move {
+                conn.client
+                    .query_opt(&conn.release, &[&key, &owner, &grant])
+                    .await
+            })
+            .await?;
+        Ok(match row.map(|row| row.get::<_, bool>(0)) {
+            Some(true) => Release::Released,
+            Some(false) => Release::HeldByOther,
+            None => Release::NotFound,
+        })
+    }
+
     /// Connect, create the table, sequence and index if missing, and start
     /// the sweeper.
     pub async fn connect(config: Config) -> Result<PostgresStore, StoreError> {
@@ -783,16 +808,17 @@ impl LockStore for PostgresStore {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        let row = self
-            .run("release", Some(key), |conn| async move {
-                conn.client.query_opt(&conn.release, &[&key, &owner]).await
-            })
-            .await?;
-        Ok(match row.map(|row| row.get::<_, bool>(0)) {
-            Some(true) => Release::Released,
-            Some(false) => Release::HeldByOther,
-            None => Release::NotFound,
-        })
+        self.release(key, owner, None).await
+    }
+
+    async fn unlock_grant(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError> {
+        let fence = i64::try_from(fence).unwrap_or(i64::MAX);
+        self.release(key, owner, Some(fence)).await
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

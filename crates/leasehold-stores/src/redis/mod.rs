@@ -36,8 +36,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use leasehold_core::{
-    Acquire, Capabilities, Consistency, ForceRelease, LockInfo, LockStore, Release, ReleaseWait,
-    Renewal, StoreError,
+    Acquire, Capabilities, Consistency, Fence, ForceRelease, LockInfo, LockStore, Release,
+    ReleaseWait, Renewal, StoreError,
 };
 
 pub use config::{Addr, Config, Identity, Mode, ReplicaAck, Tls};
@@ -79,6 +79,19 @@ enum Backend {
 }
 
 impl RedisStore {
+    async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        grant: Option<Fence>,
+    ) -> Result<Release, StoreError> {
+        let nonce = self.nonces.next();
+        match &self.backend {
+            Backend::Single { node, .. } => node.release(key, owner, &nonce, grant).await,
+            Backend::Quorum(quorum) => quorum.release(key, owner, &nonce, grant).await,
+        }
+    }
+
     /// Connect and run daprd's start-up checks: `PING` (`error connecting to
     /// Redis`), then `INFO replication` (replicas without `failover: true`
     /// are refused: `replication is not supported`).
@@ -268,11 +281,16 @@ impl LockStore for RedisStore {
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        let nonce = self.nonces.next();
-        match &self.backend {
-            Backend::Single { node, .. } => node.release(key, owner, &nonce).await,
-            Backend::Quorum(quorum) => quorum.release(key, owner, &nonce).await,
-        }
+        self.release(key, owner, None).await
+    }
+
+    async fn unlock_grant(
+        &self,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError> {
+        self.release(key, owner, Some(fence)).await
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

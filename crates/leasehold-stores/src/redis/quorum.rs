@@ -221,11 +221,12 @@ impl Quorum {
         key: &str,
         owner: &str,
         nonce: &str,
+        grant: Option<Fence>,
     ) -> Result<Release, StoreError> {
         let outcomes = join_all(
             self.nodes
                 .iter()
-                .map(|node| bounded(self.node_timeout, node.release(key, owner, nonce))),
+                .map(|node| bounded(self.node_timeout, node.release(key, owner, nonce, grant))),
         )
         .await;
         let (mut released, mut missing, mut other) = (0, 0, 0);

@@ -8,9 +8,11 @@
 //!   is the owner, with a `PX` expiry. daprd's `SET k owner EX s NX` and its
 //!   unlock script see leasehold's locks and the other way round.
 //! * `KEYS[2]`, the fence hash of that lock key, which daprd never touches.
-//!   Its fields: `token`, `owner` and `nonce` (the current leasehold grant),
-//!   and `released` (the nonce of the last unlock call that released the
-//!   key). It outlives the lease by a minute (60000 ms in the scripts), long
+//!   Its fields: `token`, `owner` and `nonce` (the current leasehold grant;
+//!   `owner` and `nonce` are removed when leasehold deletes the key),
+//!   `released` (the nonce of the last unlock call that released the key)
+//!   and `revoked` (the nonce of the last grant taken back, which is refused
+//!   if it arrives after that). It outlives the lease by a minute (60000 ms in the scripts), long
 //!   enough for any retry of a call, and then goes away, so a keyspace of
 //!   short-lived keys does not grow.
 //! * `KEYS[3]`, the token counter of the whole database
@@ -82,6 +84,7 @@ impl Scripts {
 /// Returns `{1, token}` when granted (now or by an earlier send of the same
 /// call), `{0, 0}` when a live lease exists.
 const ACQUIRE: &str = r#"
+if redis.call('HGET', KEYS[2], 'revoked') == ARGV[3] then return {0, 0} end
 local holder = redis.call('GET', KEYS[1])
 if holder then
   if holder == ARGV[1] and redis.call('HGET', KEYS[2], 'nonce') == ARGV[3] then
@@ -99,9 +102,11 @@ redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) + 60000)
 return {1, token}
 "#;
 
-/// ARGV: owner, call nonce, "1" when this is a retry, release channel.
-/// Returns daprd's codes: 1 released, -1 no lock, -2 another owner's lock.
-/// A retry whose earlier send already released the key returns 1 again.
+/// ARGV: owner, call nonce, "1" when this is a retry, release channel, and
+/// the token of the grant to release or "" for whichever the owner holds.
+/// Returns daprd's codes: 1 released, -1 no lock, -2 another owner's lock
+/// (or, with a token, another grant). A retry whose earlier send already
+/// released the key returns 1 again.
 const RELEASE: &str = r#"
 if ARGV[3] == '1' and redis.call('HGET', KEYS[2], 'released') == ARGV[2] then
   return 1
@@ -109,7 +114,12 @@ end
 local holder = redis.call('GET', KEYS[1])
 if not holder then return -1 end
 if holder ~= ARGV[1] then return -2 end
+if ARGV[5] ~= '' and (redis.call('HGET', KEYS[2], 'owner') ~= holder
+    or redis.call('HGET', KEYS[2], 'token') ~= ARGV[5]) then
+  return -2
+end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'owner', 'nonce')
 redis.call('HSET', KEYS[2], 'released', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], 60000)
 redis.call('PUBLISH', ARGV[4], KEYS[1])
@@ -119,14 +129,22 @@ return 1
 /// Give back a grant that must not stand (a quorum that failed, a write the
 /// replicas did not acknowledge): only the grant made with this nonce.
 /// Another lease of the same owner (an earlier grant, still valid) is left
-/// alone; a plain unlock by owner would delete it.
+/// alone; a plain unlock by owner would delete it. The nonce is recorded as
+/// revoked first, so a send of the grant that is still on its way is
+/// refused when it arrives.
 /// ARGV: owner, the grant's nonce, release channel. Returns 1 when the
 /// grant was found and removed, else 0.
 const TAKE_BACK: &str = r#"
+-- Should the grant still be on its way (sent on another connection), it is
+-- refused when it arrives.
+redis.call('HSET', KEYS[2], 'revoked', ARGV[2])
+if redis.call('PTTL', KEYS[2]) < 60000 then
+  redis.call('PEXPIRE', KEYS[2], 60000)
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[2], 'nonce') ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PEXPIRE', KEYS[2], 60000)
+redis.call('HDEL', KEYS[2], 'owner', 'nonce')
 redis.call('PUBLISH', ARGV[3], KEYS[1])
 return 1
 "#;
@@ -174,6 +192,7 @@ if redis.call('HGET', KEYS[2], 'owner') == holder then
   token = tonumber(redis.call('HGET', KEYS[2], 'token'))
 end
 redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'owner', 'nonce')
 redis.call('PUBLISH', ARGV[1], KEYS[1])
 return {holder, token}
 "#;
