@@ -381,6 +381,7 @@ impl Client {
                         store: store.clone(),
                         resource_id: key.to_owned(),
                         owner: owner.to_owned(),
+                        fencing_token: 0,
                     })
                     .await?;
                 Ok(done_if(response.get_ref().status == 0))
@@ -769,6 +770,7 @@ async fn handoff_pair(
                 store: store.clone(),
                 resource_id: key.clone(),
                 owner: owners.0.clone(),
+                fencing_token: 0,
             })
             .await;
         let (granted, granted_at) = waiting.await?;

@@ -8,13 +8,16 @@
 //! [`fencing_token`](LockGuard::fencing_token): pass it to the resource you
 //! protect, and have the resource refuse tokens lower than the highest it
 //! has seen. [`LockGuard::lost`] resolves when the lease is lost: a renewal
-//! is refused (force-unlocked, expired, the hold cap reached), or renewals
-//! fail until a margin before the lease could run out. The guard keeps that
-//! deadline on its own clock, counted from when each request was *sent*, so
-//! a stalled sidecar or network cannot make it believe it still holds a
-//! lock that may already be someone else's. [`LockGuard::unlock`] consumes
-//! the guard; dropping it releases the lock in the background, and the
-//! lease is the safety net if the process dies.
+//! is refused (force-unlocked, expired, the hold cap reached) or reaches a
+//! later grant of the same owner (guards of one client share its owner
+//! name), or renewals fail until a margin before the lease could run out.
+//! The guard keeps that deadline on its own clock, counted from when each
+//! request was *sent*, so a stalled sidecar or network cannot make it
+//! believe it still holds a lock that may already be someone else's.
+//! [`LockGuard::unlock`] consumes the guard; dropping it releases the lock
+//! in the background. Either releases the guard's own grant only (by its
+//! fencing token), never a later one; a lost lease is not released at all.
+//! The lease is the safety net if the process dies.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -411,6 +414,7 @@ impl Client {
             store: store.to_owned(),
             resource_id: resource_id.to_owned(),
             lease,
+            fence,
         };
         let task = tokio::spawn(async move {
             let reason = keeper.run(sent).await;
@@ -458,6 +462,19 @@ impl Client {
         resource_id: &str,
         owner: &str,
     ) -> Result<Released, Error> {
+        self.release_grant(store, resource_id, owner, 0).await
+    }
+
+    /// Release only the grant that was given `fencing_token` (0: whichever
+    /// grant `owner` holds). A later grant of the same owner is reported
+    /// [`Released::HeldByOther`] and kept.
+    pub async fn release_grant(
+        &self,
+        store: &str,
+        resource_id: &str,
+        owner: &str,
+        fencing_token: u64,
+    ) -> Result<Released, Error> {
         let response = self
             .rpc
             .clone()
@@ -465,6 +482,7 @@ impl Client {
                 store: store.to_owned(),
                 resource_id: resource_id.to_owned(),
                 owner: owner.to_owned(),
+                fencing_token,
             })
             .await?
             .into_inner();
@@ -483,6 +501,19 @@ impl Client {
         owner: &str,
         lease: Duration,
     ) -> Result<Renewed, Error> {
+        self.renew_with_token(store, resource_id, owner, lease)
+            .await
+            .map(|(renewed, _)| renewed)
+    }
+
+    /// [`Client::renew`], with the fencing token of the grant it renewed.
+    async fn renew_with_token(
+        &self,
+        store: &str,
+        resource_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(Renewed, u64), Error> {
         let response = self
             .rpc
             .clone()
@@ -494,12 +525,13 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(match RenewStatus::try_from(response.status) {
+        let renewed = match RenewStatus::try_from(response.status) {
             Ok(RenewStatus::Renewed) => Renewed::Renewed(Duration::from_millis(response.lease_ms)),
             Ok(RenewStatus::RenewNotFound) => Renewed::NotFound,
             Ok(RenewStatus::HoldLimitReached) => Renewed::HoldLimitReached,
             _ => Renewed::HeldByOther,
-        })
+        };
+        Ok((renewed, response.fencing_token))
     }
 
     /// Who holds a lock (advisory: decide on fencing tokens, not on this).
@@ -581,6 +613,9 @@ struct Keeper {
     store: String,
     resource_id: String,
     lease: Duration,
+    /// The grant this guard holds: a renewal that reaches another grant
+    /// (same owner, granted again since) means this one is gone.
+    fence: u64,
 }
 
 impl Keeper {
@@ -607,7 +642,7 @@ impl Keeper {
             let budget = (deadline - margin).saturating_duration_since(attempt);
             let renewal = tokio::time::timeout(
                 budget,
-                self.client.renew(
+                self.client.renew_with_token(
                     &self.store,
                     &self.resource_id,
                     &self.client.owner,
@@ -616,17 +651,24 @@ impl Keeper {
             )
             .await;
             match renewal {
-                Ok(Ok(Renewed::Renewed(lease))) => {
+                Ok(Ok((Renewed::Renewed(_), token))) if token != self.fence => {
+                    return "the lock was released or expired without this guard and granted \
+                            again to the same owner (another guard or request holds it now)"
+                        .to_owned();
+                }
+                Ok(Ok((Renewed::Renewed(lease), _))) => {
                     granted = lease;
                     deadline = attempt + granted;
                     next = attempt + granted / 3;
                 }
-                Ok(Ok(Renewed::NotFound)) => {
+                Ok(Ok((Renewed::NotFound, _))) => {
                     return "the lock was released or expired without this guard (force-unlocked, or the lease ran out)"
                         .to_owned();
                 }
-                Ok(Ok(Renewed::HeldByOther)) => return "another owner holds the lock".to_owned(),
-                Ok(Ok(Renewed::HoldLimitReached)) => {
+                Ok(Ok((Renewed::HeldByOther, _))) => {
+                    return "another owner holds the lock".to_owned();
+                }
+                Ok(Ok((Renewed::HoldLimitReached, _))) => {
                     return "the sidecar's maximum hold time is reached".to_owned();
                 }
                 Ok(Err(_)) => {
@@ -690,7 +732,12 @@ impl LockGuard {
         }
         let outcome = self
             .client
-            .release(&self.store, &self.resource_id, &self.client.owner)
+            .release_grant(
+                &self.store,
+                &self.resource_id,
+                &self.client.owner,
+                self.fence,
+            )
             .await;
         if let Some(task) = self.task.take() {
             task.abort();
@@ -709,13 +756,21 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let Some(task) = self.task.take() else { return };
         task.abort();
-        // Release in the background when a runtime is there to do it; the
-        // lease is the safety net otherwise.
+        // A lost lease is not released: the key may be someone else's by
+        // now, or this owner's again under a later grant.
+        if self.is_lost() {
+            return;
+        }
+        // Release this grant (and only it) in the background when a runtime
+        // is there to do it; the lease is the safety net otherwise.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let client = self.client.clone();
-            let (store, resource_id) = (self.store.clone(), self.resource_id.clone());
+            let (store, resource_id, fence) =
+                (self.store.clone(), self.resource_id.clone(), self.fence);
             runtime.spawn(async move {
-                let _ = client.release(&store, &resource_id, &client.owner).await;
+                let _ = client
+                    .release_grant(&store, &resource_id, &client.owner, fence)
+                    .await;
             });
         }
     }

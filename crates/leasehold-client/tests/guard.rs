@@ -142,3 +142,50 @@ async fn a_stopped_sidecar_cannot_keep_a_guard_believing() {
     );
     let _ = sent;
 }
+
+/// Two guards of one client share its owner name. When the first guard's
+/// grant is released behind its back and the second guard gets the lock,
+/// the first must learn it lost the lock (its renewals now reach the second
+/// grant), and dropping it must not release the second grant.
+#[tokio::test]
+async fn a_guard_does_not_mistake_or_release_a_later_grant_of_its_owner() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let a = Client::connect(Config::new(server.grpc_endpoint()).with_owner("a"))
+        .await
+        .unwrap();
+    let b = Client::connect(Config::new(server.grpc_endpoint()).with_owner("b"))
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(600);
+    let first = a
+        .lock("lockstore", "shared", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    // Released by owner name, not through the guard (another task of the
+    // same application, or an operator using the owner name).
+    assert_eq!(
+        a.release("lockstore", "shared", "a").await.unwrap(),
+        Released::Released
+    );
+    let second = a
+        .lock("lockstore", "shared", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(second.fencing_token() > first.fencing_token());
+
+    let reason = tokio::time::timeout(Duration::from_secs(2), first.lost())
+        .await
+        .expect("the first guard never learned it lost the lock");
+    assert!(reason.contains("granted again"), "{reason}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_lost());
+    assert!(
+        b.try_lock("lockstore", "shared", lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "dropping the first guard released the second grant"
+    );
+    second.unlock().await.unwrap();
+}

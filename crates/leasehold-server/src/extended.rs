@@ -272,7 +272,7 @@ impl LockService {
         let lease = self.lease(&handle, lease_ms)?;
         let wait = self.wait(&handle, wait_ms)?;
         let key = Self::key(&handle, resource_id)?;
-        let outcome = self.acquire_key(&handle, &key, owner, lease, wait).await?;
+        let (outcome, _) = self.acquire_key(&handle, &key, owner, lease, wait).await?;
         if let Acquire::Acquired { fence } = outcome {
             self.hold_clock.started(
                 &handle.name_arc,
@@ -284,6 +284,9 @@ impl LockService {
         Ok(outcome)
     }
 
+    /// Try-lock, waiting up to `wait` for the key in FIFO order. With the
+    /// outcome comes the instant just before the try-lock that decided it
+    /// was sent: a grant's lease began after it.
     async fn acquire_key(
         &self,
         handle: &StoreHandle,
@@ -291,23 +294,28 @@ impl LockService {
         owner: &str,
         lease: Duration,
         wait: Duration,
-    ) -> Result<Acquire, ApiError> {
-        if wait.is_zero() {
-            return self
+    ) -> Result<(Acquire, Instant), ApiError> {
+        let try_now = || async {
+            let sent = Instant::now();
+            let outcome = self
                 .call(
                     handle,
                     StoreOp::TryLock,
                     handle.store.try_lock(key, owner, lease),
                 )
                 .await
-                .map_err(store_failed);
+                .map_err(store_failed)?;
+            Ok::<_, ApiError>((outcome, sent))
+        };
+        if wait.is_zero() {
+            return try_now().await;
         }
         let deadline = Instant::now() + wait;
         let ticket = self.waiters.join(&handle.name_arc, key);
         loop {
             tokio::select! {
                 () = ticket.my_turn() => {}
-                () = sleep_until(deadline) => return Ok(Acquire::HeldByOther),
+                () = sleep_until(deadline) => return Ok((Acquire::HeldByOther, Instant::now())),
             }
             // Watch first, then try: a release between the two still wakes
             // this waiter.
@@ -315,38 +323,43 @@ impl LockService {
                 .call(handle, StoreOp::Watch, handle.store.watch_release(key))
                 .await
                 .map_err(store_failed)?;
-            match self
-                .call(
-                    handle,
-                    StoreOp::TryLock,
-                    handle.store.try_lock(key, owner, lease),
-                )
-                .await
-                .map_err(store_failed)?
-            {
-                acquired @ Acquire::Acquired { .. } => return Ok(acquired),
-                Acquire::HeldByOther => {}
+            let (outcome, sent) = try_now().await?;
+            if let Acquire::Acquired { .. } = outcome {
+                return Ok((outcome, sent));
             }
             tokio::select! {
                 () = released => {}
-                () = sleep_until(deadline) => return Ok(Acquire::HeldByOther),
+                () = sleep_until(deadline) => return Ok((Acquire::HeldByOther, Instant::now())),
             }
         }
     }
 
-    /// Release (leasehold.v1); same outcomes as Dapr's unlock.
+    /// Release (leasehold.v1); same outcomes as Dapr's unlock. With a
+    /// fencing token (not 0), only the grant that was given it.
     pub async fn release(
         &self,
         store: &str,
         resource_id: &str,
         owner: &str,
+        fence: Fence,
     ) -> Result<Release, ApiError> {
         let handle = self.lookup(store, Some(resource_id), Some(owner))?;
         let key = Self::key(handle, resource_id)?;
-        let released = self
-            .call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
-            .await
-            .map_err(store_failed)?;
+        let released = match fence {
+            0 => {
+                self.call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
+                    .await
+            }
+            fence => {
+                self.call(
+                    handle,
+                    StoreOp::Unlock,
+                    handle.store.unlock_grant(&key, owner, fence),
+                )
+                .await
+            }
+        }
+        .map_err(store_failed)?;
         if released == Release::Released {
             self.hold_clock.forget(&handle.name_arc, &key);
         }
@@ -603,9 +616,9 @@ impl LockService {
             outcome = self.acquire_key(&handle, &key, &owner, lease, wait) => outcome,
             () = events.closed() => return,
         };
-        let fence = match acquired {
-            Ok(Acquire::Acquired { fence }) => fence,
-            Ok(Acquire::HeldByOther) => {
+        let (fence, sent) = match acquired {
+            Ok((Acquire::Acquired { fence }, sent)) => (fence, sent),
+            Ok((Acquire::HeldByOther, _)) => {
                 let _ = events.send(Ok(HoldEvent::NotAcquired)).await;
                 return;
             }
@@ -615,8 +628,8 @@ impl LockService {
             }
         };
         // The lease surely lasts until `deadline`: the store started it
-        // after this instant.
-        let mut deadline = Instant::now() + lease;
+        // after the try-lock was sent (a slow reply must not stretch it).
+        let mut deadline = sent + lease;
         self.hold_clock.started(
             &handle.name_arc,
             &key,
@@ -629,7 +642,7 @@ impl LockService {
             .await
             .is_err()
         {
-            self.end_hold(&handle, &key, &owner).await;
+            self.end_hold(&handle, &key, &owner, fence).await;
             return;
         }
 
@@ -655,7 +668,7 @@ impl LockService {
             tokio::select! {
                 biased;
                 () = events.closed() => {
-                    self.end_hold(&handle, &key, &owner).await;
+                    self.end_hold(&handle, &key, &owner, fence).await;
                     return;
                 }
                 reason = &mut evicted => break (LossReason::ForceUnlocked, reason.unwrap_or_else(|_| "evicted".to_owned())),
@@ -745,14 +758,21 @@ impl LockService {
             .await;
     }
 
-    /// The client closed its Hold stream: release the lock.
-    async fn end_hold(&self, handle: &StoreHandle, key: &str, owner: &str) {
+    /// The client closed its Hold stream: release its grant, and only that
+    /// one (the same owner may hold a later grant of the key by now).
+    async fn end_hold(&self, handle: &StoreHandle, key: &str, owner: &str, fence: Fence) {
         self.holds.unregister(&handle.name_arc, key);
         match self
-            .call(handle, StoreOp::Unlock, handle.store.unlock(key, owner))
+            .call(
+                handle,
+                StoreOp::Unlock,
+                handle.store.unlock_grant(key, owner, fence),
+            )
             .await
         {
-            Ok(_) => self.hold_clock.forget(&handle.name_arc, key),
+            Ok(Release::Released) => self.hold_clock.forget(&handle.name_arc, key),
+            // Gone already, or a later grant now: nothing of this stream's.
+            Ok(_) => {}
             Err(err) => tracing::warn!(
                 store = %handle.name,
                 error = %err,

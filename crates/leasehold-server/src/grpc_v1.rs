@@ -91,7 +91,7 @@ impl Locks for LocksApi {
         let status = match self
             .app
             .service
-            .release(&r.store, &r.resource_id, &r.owner)
+            .release(&r.store, &r.resource_id, &r.owner, r.fencing_token)
             .await
             .counted(
                 self.app.service.metrics(),

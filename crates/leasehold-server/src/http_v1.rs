@@ -32,6 +32,11 @@ use crate::extended::{HoldEvent, RenewOutcome};
 use crate::http::{error, json as json_response, unescape};
 use crate::metrics::{Counted, Op, Outcome, Transport};
 
+/// The largest fencing token a request may name: more than any store hands
+/// out, and within every store's integer type (the OpenAPI document says
+/// the same).
+const MAX_FENCE_IN: u64 = 999_999_999_999_999_999;
+
 /// The OpenAPI document of this API, served at `/v1/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
 
@@ -81,11 +86,8 @@ impl Fields {
     /// A uint64: a number, or a string of digits as the proto3 JSON mapping
     /// writes 64-bit integers.
     fn uint(&self, name: &str) -> Result<u64, ApiError> {
-        let bad = |v: &Value| {
-            malformed(format!(
-                "field `{name}`: expected a whole number of milliseconds, got {v}"
-            ))
-        };
+        let bad =
+            |v: &Value| malformed(format!("field `{name}`: expected a whole number, got {v}"));
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(0),
             Some(v @ Value::Number(n)) => n.as_u64().ok_or_else(|| bad(v)),
@@ -199,10 +201,16 @@ async fn acquire(app: &AppState, store: &str, body: &[u8]) -> Result<Response, A
 }
 
 async fn release(app: &AppState, store: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let f = Fields::parse(body, &["resourceId", "owner"])?;
+    let f = Fields::parse(body, &["resourceId", "owner", "fencingToken"])?;
+    let fence = f.uint("fencingToken")?;
+    if fence > MAX_FENCE_IN {
+        return Err(malformed(format!(
+            "field `fencingToken`: {fence} is out of range (at most {MAX_FENCE_IN})"
+        )));
+    }
     let status = match app
         .service
-        .release(store, &f.string("resourceId")?, &f.string("owner")?)
+        .release(store, &f.string("resourceId")?, &f.string("owner")?, fence)
         .await
         .counted(
             app.service.metrics(),

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{
-    AcquireRequest, CapabilitiesRequest, ForceUnlockRequest, HoldRequest, ListRequest,
-    ReleaseRequest, RenewRequest, RenewStatus, StatusRequest, hold_event,
+    AcquireRequest, AcquireResponse, CapabilitiesRequest, ForceUnlockRequest, HoldRequest,
+    ListRequest, ReleaseRequest, ReleaseResponse, ReleaseStatus, RenewRequest, RenewStatus,
+    StatusRequest, hold_event,
 };
 use leasehold_testkit::http::{post_json, request};
 use leasehold_testkit::sidecar::Sidecar;
@@ -50,6 +51,7 @@ fn release(resource: &str, owner: &str) -> ReleaseRequest {
         store: "locks".into(),
         resource_id: resource.into(),
         owner: owner.into(),
+        fencing_token: 0,
     }
 }
 
@@ -404,6 +406,84 @@ async fn hold_streams_renew_release_on_close_and_report_force_unlock() {
     .await;
 }
 
+/// Cleanup of one grant never ends a later grant of the same owner: a
+/// release by fencing token, and a Hold stream closed after its grant was
+/// released and the key granted again to the same owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_of_one_grant_spares_a_later_grant_of_the_same_owner() {
+    on_every_store(&[], |sidecar, _| async move {
+        let mut c = client(&sidecar).await;
+        let granted = |response: AcquireResponse| {
+            assert!(response.acquired, "{response:?}");
+            response.fencing_token
+        };
+
+        // Release by token.
+        let first = granted(
+            c.acquire(acquire("g", "same", 30_000, 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        c.release(release("g", "same")).await.unwrap();
+        let second = granted(
+            c.acquire(acquire("g", "same", 30_000, 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        let stale = ReleaseRequest {
+            fencing_token: first,
+            ..release("g", "same")
+        };
+        let status_of = |r: ReleaseResponse| ReleaseStatus::try_from(r.status).unwrap();
+        assert_eq!(
+            status_of(c.release(stale).await.unwrap().into_inner()),
+            ReleaseStatus::HeldByOther
+        );
+        let s = c.status(status("g")).await.unwrap().into_inner();
+        assert_eq!((s.held, s.fencing_token), (true, second));
+        let current = ReleaseRequest {
+            fencing_token: second,
+            ..release("g", "same")
+        };
+        assert_eq!(
+            status_of(c.release(current).await.unwrap().into_inner()),
+            ReleaseStatus::Released
+        );
+
+        // A Hold stream whose grant was released, closing after the same
+        // owner took the key again.
+        let mut stream = c
+            .hold(hold("h2", "same", 30_000, 0))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        let Some(hold_event::Event::Acquired(held)) = first.event else {
+            panic!("first event {first:?}")
+        };
+        c.release(release("h2", "same")).await.unwrap();
+        let again = granted(
+            c.acquire(acquire("h2", "same", 30_000, 0))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert!(again > held.fencing_token);
+        drop(stream);
+        // The stream's end is handled in the sidecar; give it the time.
+        sleep(Duration::from_millis(500)).await;
+        let s = c.status(status("h2")).await.unwrap().into_inner();
+        assert_eq!(
+            (s.held, s.owner.as_str(), s.fencing_token),
+            (true, "same", again),
+            "closing the old stream released the new grant"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_is_lost_before_anyone_else_can_take_it() {
     // The cap stops renewals: the stream must end before the lease runs
@@ -590,15 +670,33 @@ fn http_forms_of_the_v1_api() {
             )["status"],
             "HELD_BY_OTHER"
         );
-        assert_eq!(
+        // By fencing token: another token is another grant, and it stays.
+        let token: u64 = json(&granted.body)["fencingToken"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let by_token = |token: u64| {
             json(
                 &post(
                     "/v1/locks/locks/release",
-                    r#"{"resourceId":"r","owner":"a"}"#
+                    &format!(r#"{{"resourceId":"r","owner":"a","fencingToken":"{token}"}}"#),
                 )
-                .body
-            )["status"],
-            "RELEASED"
+                .body,
+            )["status"]
+                .clone()
+        };
+        assert_eq!(by_token(token + 1), "HELD_BY_OTHER");
+        assert_eq!(by_token(token), "RELEASED");
+        let too_big = post(
+            "/v1/locks/locks/release",
+            r#"{"resourceId":"r","owner":"a","fencingToken":"1000000000000000000"}"#,
+        );
+        assert_eq!(too_big.status, 400, "{}", too_big.text());
+        assert!(
+            too_big.text().contains("fencingToken"),
+            "{}",
+            too_big.text()
         );
 
         // Bad input names the field and changes nothing.

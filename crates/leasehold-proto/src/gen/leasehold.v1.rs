@@ -33,6 +33,11 @@ pub struct ReleaseRequest {
     pub resource_id: ::prost::alloc::string::String,
     #[prost(string, tag = "3")]
     pub owner: ::prost::alloc::string::String,
+    /// When set (not 0), release only the grant that was given this fencing
+    /// token: a later grant of the same owner is reported HELD_BY_OTHER and
+    /// kept. 0 releases whichever grant the owner holds.
+    #[prost(uint64, tag = "4")]
+    pub fencing_token: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
