@@ -409,7 +409,7 @@ impl LockService {
         // renewal past the cap could happen once. A lock acquired through
         // this sidecar's leasehold.v1 API is known; any other is looked up
         // first (one more round trip) and capped from now.
-        let (known_fence, since) = match self.hold_clock.get(&handle.name_arc, key) {
+        let (mut known_fence, mut since) = match self.hold_clock.get(&handle.name_arc, key) {
             Some(known) => known,
             None => {
                 let Some(info) = self
@@ -428,6 +428,22 @@ impl LockService {
                 )
             }
         };
+        if Instant::now() >= since + handle.max_hold {
+            // The record may be of an earlier grant of this owner (released
+            // through the Dapr API, or expired, and granted again since):
+            // a new grant's hold starts with it, so ask which grant it is.
+            match self
+                .call(handle, StoreOp::Status, handle.store.status(key))
+                .await
+                .map_err(store_failed)?
+            {
+                Some(info) if info.owner == owner && info.fence != known_fence => {
+                    known_fence = info.fence;
+                    since = self.hold_clock.since(&handle.name_arc, key, info.fence);
+                }
+                _ => return Ok(RenewOutcome::HoldLimitReached),
+            }
+        }
         let cap = since + handle.max_hold;
         let now = Instant::now();
         if now >= cap {
