@@ -222,21 +222,34 @@ pub trait LockStore: Send + Sync + fmt::Debug + 'static {
     /// Take the lease on `key` for `owner` if nobody holds a live one.
     async fn try_lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<Acquire, StoreError>;
 
-    /// Release `owner`'s lease on `key`.
-    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError>;
-
-    /// Release `owner`'s lease on `key` only if it is the grant that was
-    /// given the token `fence`. Cleanup of one grant (a stream that closed,
-    /// a guard dropped) must not end a later grant of the same owner string
-    /// (after the first was released or expired and the key granted again):
-    /// that grant's holder would lose its lock unknowingly. Another owner's
+    /// Release `owner`'s lease on `key`. With `grant`, only if it is the
+    /// grant that was given that token: cleanup of one grant (a stream that
+    /// closed, a guard dropped) must not end a later grant of the same owner
+    /// string (after the first was released or expired and the key granted
+    /// again), whose holder would lose its lock unknowingly. Another owner's
     /// lease, or another grant of this owner, is `HeldByOther`.
+    async fn release(
+        &self,
+        key: &str,
+        owner: &str,
+        grant: Option<Fence>,
+    ) -> Result<Release, StoreError>;
+
+    /// Release `owner`'s lease on `key`, whichever grant it is.
+    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
+        self.release(key, owner, None).await
+    }
+
+    /// Release `owner`'s lease on `key` only if it is the grant of token
+    /// `fence` (see [`LockStore::release`]).
     async fn unlock_grant(
         &self,
         key: &str,
         owner: &str,
         fence: Fence,
-    ) -> Result<Release, StoreError>;
+    ) -> Result<Release, StoreError> {
+        self.release(key, owner, Some(fence)).await
+    }
 
     /// Extend `owner`'s live lease on `key` to `ttl` from now.
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

@@ -442,56 +442,6 @@ impl EtcdStore {
         full
     }
 
-    /// Delete `owner`'s key: the grant with token (create revision)
-    /// `grant`, or for a plain unlock the grant the owner holds now, read
-    /// first. The delete compares the owner and that revision, so a send
-    /// repeated after a lost reply (see [`EtcdStore::rpc`]) cannot delete a
-    /// grant made after the first send freed the key, even one of the same
-    /// owner.
-    async fn release(
-        &self,
-        key: &str,
-        owner: &str,
-        grant: Option<Fence>,
-    ) -> Result<Release, StoreError> {
-        let deadline = self.deadline();
-        let key = self.full_key(key);
-        let revision = match grant {
-            Some(fence) => i64::try_from(fence).unwrap_or(i64::MAX),
-            None => {
-                let request = pb::RangeRequest {
-                    key: key.clone(),
-                    ..Default::default()
-                };
-                let found = self
-                    .rpc(deadline, "release", || self.client.range(request.clone()))
-                    .await?;
-                match found.kvs.first() {
-                    None => return Ok(Release::NotFound),
-                    Some(kv) if kv.value != owner.as_bytes() => return Ok(Release::HeldByOther),
-                    Some(kv) => kv.create_revision,
-                }
-            }
-        };
-        let txn = pb::TxnRequest {
-            compare: vec![value_is(&key, owner), created_at(&key, revision)],
-            success: vec![delete_op(&key)],
-            failure: vec![get_op(&key, true)],
-        };
-        let mut response = self.txn(deadline, "release", txn).await?;
-        if response.succeeded {
-            if let Some(previous) = previous_of(&mut response, 0) {
-                self.revoke_in_background(previous.lease);
-            }
-            return Ok(Release::Released);
-        }
-        Ok(if count_of(&mut response, 0) > 0 {
-            Release::HeldByOther
-        } else {
-            Release::NotFound
-        })
-    }
-
     fn deadline(&self) -> Instant {
         Instant::now() + self.request_timeout
     }
@@ -785,17 +735,54 @@ impl LockStore for EtcdStore {
         }
     }
 
-    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        self.release(key, owner, None).await
-    }
-
-    async fn unlock_grant(
+    /// Delete `owner`'s key: the grant with token (create revision)
+    /// `grant`, or for a plain unlock the grant the owner holds now, read
+    /// first. The delete compares the owner and that revision, so a send
+    /// repeated after a lost reply (see [`EtcdStore::rpc`]) cannot delete a
+    /// grant made after the first send freed the key, even one of the same
+    /// owner.
+    async fn release(
         &self,
         key: &str,
         owner: &str,
-        fence: Fence,
+        grant: Option<Fence>,
     ) -> Result<Release, StoreError> {
-        self.release(key, owner, Some(fence)).await
+        let deadline = self.deadline();
+        let key = self.full_key(key);
+        let revision = match grant {
+            Some(fence) => i64::try_from(fence).unwrap_or(i64::MAX),
+            None => {
+                let request = pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                };
+                let found = self
+                    .rpc(deadline, "release", || self.client.range(request.clone()))
+                    .await?;
+                match found.kvs.first() {
+                    None => return Ok(Release::NotFound),
+                    Some(kv) if kv.value != owner.as_bytes() => return Ok(Release::HeldByOther),
+                    Some(kv) => kv.create_revision,
+                }
+            }
+        };
+        let txn = pb::TxnRequest {
+            compare: vec![value_is(&key, owner), created_at(&key, revision)],
+            success: vec![delete_op(&key)],
+            failure: vec![get_op(&key, true)],
+        };
+        let mut response = self.txn(deadline, "release", txn).await?;
+        if response.succeeded {
+            if let Some(previous) = previous_of(&mut response, 0) {
+                self.revoke_in_background(previous.lease);
+            }
+            return Ok(Release::Released);
+        }
+        Ok(if count_of(&mut response, 0) > 0 {
+            Release::HeldByOther
+        } else {
+            Release::NotFound
+        })
     }
 
     /// Renewal swaps a new lease of the requested length in, in one

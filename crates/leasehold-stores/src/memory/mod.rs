@@ -171,24 +171,6 @@ struct Inner {
 }
 
 impl MemoryStore {
-    /// Remove `owner`'s live lease on `key` (only the grant with token
-    /// `fence`, when given).
-    fn release(&self, key: &str, owner: &str, fence: Option<Fence>) -> Release {
-        let mut shard = lock(self.inner.shard(key));
-        match shard.live(key, Instant::now()) {
-            None => Release::NotFound,
-            Some(lease)
-                if &*lease.owner != owner || fence.is_some_and(|fence| fence != lease.fence) =>
-            {
-                Release::HeldByOther
-            }
-            Some(_) => {
-                shard.remove(key);
-                Release::Released
-            }
-        }
-    }
-
     /// Open the store; reads the restart guard file if there is one. Must be
     /// called inside a Tokio runtime (it starts the reaper).
     pub fn open(config: Config) -> Result<Self, StoreError> {
@@ -316,17 +298,25 @@ impl LockStore for MemoryStore {
         Ok(Acquire::Acquired { fence })
     }
 
-    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        Ok(self.release(key, owner, None))
-    }
-
-    async fn unlock_grant(
+    async fn release(
         &self,
         key: &str,
         owner: &str,
-        fence: Fence,
+        grant: Option<Fence>,
     ) -> Result<Release, StoreError> {
-        Ok(self.release(key, owner, Some(fence)))
+        let mut shard = lock(self.inner.shard(key));
+        match shard.live(key, Instant::now()) {
+            None => Ok(Release::NotFound),
+            Some(lease)
+                if &*lease.owner != owner || grant.is_some_and(|fence| fence != lease.fence) =>
+            {
+                Ok(Release::HeldByOther)
+            }
+            Some(_) => {
+                shard.remove(key);
+                Ok(Release::Released)
+            }
+        }
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

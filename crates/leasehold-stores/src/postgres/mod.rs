@@ -589,28 +589,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Release `owner`'s lease on `key`; with `grant`, only the grant of
-    /// that token.
-    async fn release(
-        &self,
-        key: &str,
-        owner: &str,
-        grant: Option<i64>,
-    ) -> Result<Release, StoreError> {
-        let row = self
-            .run("release", Some(key), |conn| async move {
-                conn.client
-                    .query_opt(&conn.release, &[&key, &owner, &grant])
-                    .await
-            })
-            .await?;
-        Ok(match row.map(|row| row.get::<_, bool>(0)) {
-            Some(true) => Release::Released,
-            Some(false) => Release::HeldByOther,
-            None => Release::NotFound,
-        })
-    }
-
     /// Connect, create the table, sequence and index if missing, and start
     /// the sweeper.
     pub async fn connect(config: Config) -> Result<PostgresStore, StoreError> {
@@ -807,18 +785,25 @@ impl LockStore for PostgresStore {
         }
     }
 
-    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        self.release(key, owner, None).await
-    }
-
-    async fn unlock_grant(
+    async fn release(
         &self,
         key: &str,
         owner: &str,
-        fence: Fence,
+        grant: Option<Fence>,
     ) -> Result<Release, StoreError> {
-        let fence = i64::try_from(fence).unwrap_or(i64::MAX);
-        self.release(key, owner, Some(fence)).await
+        let grant = grant.map(|fence| i64::try_from(fence).unwrap_or(i64::MAX));
+        let row = self
+            .run("release", Some(key), |conn| async move {
+                conn.client
+                    .query_opt(&conn.release, &[&key, &owner, &grant])
+                    .await
+            })
+            .await?;
+        Ok(match row.map(|row| row.get::<_, bool>(0)) {
+            Some(true) => Release::Released,
+            Some(false) => Release::HeldByOther,
+            None => Release::NotFound,
+        })
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {

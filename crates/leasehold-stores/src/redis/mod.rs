@@ -79,19 +79,6 @@ enum Backend {
 }
 
 impl RedisStore {
-    async fn release(
-        &self,
-        key: &str,
-        owner: &str,
-        grant: Option<Fence>,
-    ) -> Result<Release, StoreError> {
-        let nonce = self.nonces.next();
-        match &self.backend {
-            Backend::Single { node, .. } => node.release(key, owner, &nonce, grant).await,
-            Backend::Quorum(quorum) => quorum.release(key, owner, &nonce, grant).await,
-        }
-    }
-
     /// Connect and run daprd's start-up checks: `PING` (`error connecting to
     /// Redis`), then `INFO replication` (replicas without `failover: true`
     /// are refused: `replication is not supported`).
@@ -280,17 +267,17 @@ impl LockStore for RedisStore {
         }
     }
 
-    async fn unlock(&self, key: &str, owner: &str) -> Result<Release, StoreError> {
-        self.release(key, owner, None).await
-    }
-
-    async fn unlock_grant(
+    async fn release(
         &self,
         key: &str,
         owner: &str,
-        fence: Fence,
+        grant: Option<Fence>,
     ) -> Result<Release, StoreError> {
-        self.release(key, owner, Some(fence)).await
+        let nonce = self.nonces.next();
+        match &self.backend {
+            Backend::Single { node, .. } => node.release(key, owner, &nonce, grant).await,
+            Backend::Quorum(quorum) => quorum.release(key, owner, &nonce, grant).await,
+        }
     }
 
     async fn renew(&self, key: &str, owner: &str, ttl: Duration) -> Result<Renewal, StoreError> {
