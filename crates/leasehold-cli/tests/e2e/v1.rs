@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{
-    AcquireRequest, AcquireResponse, CapabilitiesRequest, ForceUnlockRequest, HoldRequest,
-    ListRequest, ReleaseRequest, ReleaseResponse, ReleaseStatus, RenewRequest, RenewStatus,
-    StatusRequest, hold_event,
+    AcquireRequest, AcquireResponse, Acquired, CapabilitiesRequest, ForceUnlockRequest, HoldEvent,
+    HoldRequest, ListRequest, ReleaseRequest, ReleaseResponse, ReleaseStatus, RenewRequest,
+    RenewStatus, StatusRequest, hold_event,
 };
 use leasehold_testkit::http::{post_json, request};
 use leasehold_testkit::sidecar::Sidecar;
@@ -79,6 +79,20 @@ fn hold(resource: &str, owner: &str, lease_ms: u64, wait_ms: u64) -> HoldRequest
         lease_ms,
         wait_ms,
     }
+}
+
+/// Open a Hold stream whose first event must be the grant: the stream and
+/// the grant.
+async fn held(
+    c: &mut LocksClient<Channel>,
+    request: HoldRequest,
+) -> (tonic::Streaming<HoldEvent>, Acquired) {
+    let mut stream = c.hold(request).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let Some(hold_event::Event::Acquired(acquired)) = first.event else {
+        panic!("first event {first:?}")
+    };
+    (stream, acquired)
 }
 
 /// Read a Hold stream to its end, which must be a lost lease whose reason
@@ -336,15 +350,7 @@ async fn a_waiter_that_goes_away_leaves_the_queue() {
 async fn hold_streams_renew_release_on_close_and_report_force_unlock() {
     on_every_store(&[], |sidecar, _| async move {
         let mut c = client(&sidecar).await;
-        let mut stream = c
-            .hold(hold("h", "holder", 600, 0))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = stream.message().await.unwrap().unwrap();
-        let Some(hold_event::Event::Acquired(acquired)) = first.event else {
-            panic!("first event {first:?}")
-        };
+        let (mut stream, acquired) = held(&mut c, hold("h", "holder", 600, 0)).await;
         // Renewals keep it past several leases.
         let mut renewals = 0;
         while renewals < 3 {
@@ -419,15 +425,7 @@ async fn hold_streams_renew_release_on_close_and_report_force_unlock() {
         );
 
         // Closing a stream releases the lock.
-        let mut stream = c
-            .hold(hold("h2", "holder", 5000, 0))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(
-            stream.message().await.unwrap().unwrap().event,
-            Some(hold_event::Event::Acquired(_))
-        ));
+        let (stream, _) = held(&mut c, hold("h2", "holder", 5000, 0)).await;
         drop(stream);
         let deadline = Instant::now() + Duration::from_secs(20);
         while c.status(status("h2")).await.unwrap().into_inner().held {
@@ -489,15 +487,7 @@ async fn cleanup_of_one_grant_spares_a_later_grant_of_the_same_owner() {
 
         // A Hold stream whose grant was released, closing after the same
         // owner took the key again.
-        let mut stream = c
-            .hold(hold("h2", "same", 30_000, 0))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = stream.message().await.unwrap().unwrap();
-        let Some(hold_event::Event::Acquired(held)) = first.event else {
-            panic!("first event {first:?}")
-        };
+        let (stream, grant) = held(&mut c, hold("h2", "same", 30_000, 0)).await;
         c.release(release("h2", "same")).await.unwrap();
         let again = granted(
             c.acquire(acquire("h2", "same", 30_000, 0))
@@ -505,7 +495,7 @@ async fn cleanup_of_one_grant_spares_a_later_grant_of_the_same_owner() {
                 .unwrap()
                 .into_inner(),
         );
-        assert!(again > held.fencing_token);
+        assert!(again > grant.fencing_token);
         drop(stream);
         // The stream's end is handled in the sidecar; give it the time.
         sleep(Duration::from_millis(500)).await;
@@ -525,15 +515,7 @@ async fn a_held_lock_is_lost_before_anyone_else_can_take_it() {
     // out, so a waiter is granted the lock only after the holder heard.
     on_every_store(&["--max-hold", "2s"], |sidecar, _| async move {
         let mut c = client(&sidecar).await;
-        let mut stream = c
-            .hold(hold("loss", "holder", 1000, 0))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(
-            stream.message().await.unwrap().unwrap().event,
-            Some(hold_event::Event::Acquired(_))
-        ));
+        let (mut stream, _) = held(&mut c, hold("loss", "holder", 1000, 0)).await;
         let waiter = {
             let sidecar = sidecar.clone();
             tokio::spawn(async move {
@@ -857,15 +839,7 @@ async fn renewals_stopped_by_a_paused_backend_end_the_stream_before_expiry() {
     };
     let (sidecar, _dir) = start_with(&backend, &["--store-timeout", "500ms"], &[]);
     let mut c = client(&sidecar).await;
-    let mut stream = c
-        .hold(hold("frozen", "holder", 3000, 0))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        stream.message().await.unwrap().unwrap().event,
-        Some(hold_event::Event::Acquired(_))
-    ));
+    let (mut stream, _) = held(&mut c, hold("frozen", "holder", 3000, 0)).await;
     redis.pause();
     let paused_at = Instant::now();
     let lost_at = lease_lost(&mut stream, "could not be renewed").await;
