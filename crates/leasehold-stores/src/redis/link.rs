@@ -478,8 +478,18 @@ impl Link {
     /// Send `command` (encoded) on `pipe` and wait, at most the I/O
     /// timeout, for its reply.
     async fn query_on<T: FromReply>(&self, pipe: &Pipe, command: &[u8]) -> Result<T, Failure> {
-        let reply = match tokio::time::timeout(self.io_timeout, pipe.call(command)).await {
-            Err(_) => return Err(Failure::TimedOut(self.io_timeout)),
+        self.query_within(pipe, command, self.io_timeout).await
+    }
+
+    /// [`Link::query_on`] with a deadline of `budget`.
+    async fn query_within<T: FromReply>(
+        &self,
+        pipe: &Pipe,
+        command: &[u8],
+        budget: Duration,
+    ) -> Result<T, Failure> {
+        let reply = match tokio::time::timeout(budget, pipe.call(command)).await {
+            Err(_) => return Err(Failure::TimedOut(budget)),
             Ok(Err(CallError::NotSent(why))) => {
                 return Err(Failure::NotSent(StoreError::Unavailable(format!(
                     "connection to redis ({}) lost: {why}",
@@ -589,16 +599,9 @@ impl Link {
         let wait = Command::new("WAIT")
             .arg(replicas.to_string())
             .arg((timeout.as_millis() as u64).to_string());
-        let budget = self.io_timeout + timeout;
-        let reply = match tokio::time::timeout(budget, open.pipe.call(&wait.encode())).await {
-            Err(_) => return Err(Failure::TimedOut(budget)),
-            Ok(Err(CallError::NotSent(why) | CallError::Lost(why))) => {
-                return Err(Failure::Lost(why));
-            }
-            Ok(Ok(Reply::Error(message))) => return Err(refused(message)),
-            Ok(Ok(reply)) => reply,
-        };
-        u32::from_reply(reply).map_err(|why| Failure::Backend(format!("unexpected reply: {why}")))
+        // WAIT blocks on the server for up to `timeout`.
+        self.query_within(&open.pipe, &wait.encode(), self.io_timeout + timeout)
+            .await
     }
 }
 
