@@ -345,21 +345,15 @@ impl LockService {
     ) -> Result<Release, ApiError> {
         let handle = self.lookup(store, Some(resource_id), Some(owner))?;
         let key = Self::key(handle, resource_id)?;
-        let released = match fence {
-            0 => {
-                self.call(handle, StoreOp::Unlock, handle.store.unlock(&key, owner))
-                    .await
-            }
-            fence => {
-                self.call(
-                    handle,
-                    StoreOp::Unlock,
-                    handle.store.unlock_grant(&key, owner, fence),
-                )
-                .await
-            }
-        }
-        .map_err(store_failed)?;
+        let grant = (fence != 0).then_some(fence);
+        let released = self
+            .call(
+                handle,
+                StoreOp::Unlock,
+                handle.store.release(&key, owner, grant),
+            )
+            .await
+            .map_err(store_failed)?;
         if released == Release::Released {
             self.hold_clock.forget(&handle.name_arc, &key);
         }
