@@ -18,6 +18,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use leasehold_proto::dapr::dapr_client::DaprClient;
 use leasehold_proto::dapr::{TryLockRequest, UnlockRequest};
+use leasehold_proto::etcd::etcdserverpb::{
+    self as etcd, kv_client::KvClient, lease_client::LeaseClient,
+};
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{AcquireRequest, ReleaseRequest, RenewRequest, RenewStatus};
 use tonic::transport::Channel;
@@ -171,12 +174,90 @@ pub(crate) struct HttpClient {
     unlock_path: String,
 }
 
-/// An etcd connection (the client type has no `Debug`).
-pub(crate) struct EtcdClient(etcd_client::Client);
+/// One HTTP/2 connection to an etcd member, spoken through the generated
+/// etcd v3 stubs: the baseline measures etcd, not a client library.
+#[derive(Debug)]
+pub(crate) struct EtcdClient {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+}
 
-impl std::fmt::Debug for EtcdClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EtcdClient")
+impl EtcdClient {
+    async fn connect(endpoint: &str) -> Result<Self> {
+        // The first member of a comma-separated list, as a URL.
+        let first = endpoint.split(',').next().unwrap_or_default();
+        let url = if first.contains("://") {
+            first.to_owned()
+        } else {
+            format!("http://{first}")
+        };
+        let channel = tonic::transport::Endpoint::from_shared(url)?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connect to etcd at {first}"))?;
+        Ok(EtcdClient {
+            kv: KvClient::new(channel.clone()),
+            lease: LeaseClient::new(channel),
+        })
+    }
+
+    async fn grant(&mut self, seconds: i64) -> Result<i64> {
+        let granted = self
+            .lease
+            .lease_grant(etcd::LeaseGrantRequest {
+                ttl: seconds,
+                id: 0,
+            })
+            .await?;
+        Ok(granted.into_inner().id)
+    }
+
+    async fn revoke(&mut self, id: i64) -> Result<()> {
+        self.lease
+            .lease_revoke(etcd::LeaseRevokeRequest { id })
+            .await?;
+        Ok(())
+    }
+
+    /// One transaction: `then` when `compare` holds; whether it did.
+    async fn txn(
+        &mut self,
+        compare: etcd::Compare,
+        then: etcd::request_op::Request,
+    ) -> Result<bool> {
+        let response = self
+            .kv
+            .txn(etcd::TxnRequest {
+                compare: vec![compare],
+                success: vec![etcd::RequestOp {
+                    request: Some(then),
+                }],
+                failure: Vec::new(),
+            })
+            .await?;
+        Ok(response.into_inner().succeeded)
+    }
+
+    /// One keep-alive of `id`: the lease's new TTL (0 when it is gone).
+    async fn keep_alive(&mut self, id: i64) -> Result<i64> {
+        let requests = tonic::codegen::tokio_stream::iter([etcd::LeaseKeepAliveRequest { id }]);
+        let mut answers = self.lease.lease_keep_alive(requests).await?.into_inner();
+        let answer = answers.message().await?;
+        Ok(answer.map_or(0, |a| a.ttl))
+    }
+}
+
+fn compare(
+    key: &str,
+    target: etcd::compare::CompareTarget,
+    value: etcd::compare::TargetUnion,
+) -> etcd::Compare {
+    etcd::Compare {
+        result: etcd::compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(value),
     }
 }
 
@@ -251,8 +332,8 @@ impl Client {
                 )
             }
             Target::Etcd { endpoint } => {
-                let client = etcd_client::Client::connect([endpoint.as_str()], None).await?;
-                Client::Etcd(Box::new(EtcdClient(client)), HashMap::new())
+                let client = EtcdClient::connect(endpoint).await?;
+                Client::Etcd(Box::new(client), HashMap::new())
             }
             Target::Postgres { conninfo } => {
                 let (client, connection) =
@@ -321,22 +402,20 @@ impl Client {
                 Ok(done_if(answer.is_some()))
             }
             Client::Etcd(etcd, leases) => {
-                use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-                let client = &mut etcd.0;
-                let lease_id = client.lease_grant(seconds as i64, None).await?.id();
-                let txn = Txn::new()
-                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key,
-                        owner,
-                        Some(PutOptions::new().with_lease(lease_id)),
-                    )]);
-                let response = client.txn(txn).await?;
-                if response.succeeded() {
+                use etcd::compare::{CompareTarget, TargetUnion};
+                let lease_id = etcd.grant(seconds as i64).await?;
+                let put = etcd::request_op::Request::RequestPut(etcd::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: owner.as_bytes().to_vec(),
+                    lease: lease_id,
+                    ..Default::default()
+                });
+                let absent = compare(key, CompareTarget::Create, TargetUnion::CreateRevision(0));
+                if etcd.txn(absent, put).await? {
                     leases.insert(key.to_owned(), lease_id);
                     Ok(Outcome::Done)
                 } else {
-                    client.lease_revoke(lease_id).await?;
+                    etcd.revoke(lease_id).await?;
                     Ok(Outcome::Refused)
                 }
             }
@@ -396,16 +475,22 @@ impl Client {
                 Ok(done_if(deleted == 1))
             }
             Client::Etcd(etcd, leases) => {
-                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-                let client = &mut etcd.0;
-                let txn = Txn::new()
-                    .when([Compare::value(key, CompareOp::Equal, owner)])
-                    .and_then([TxnOp::delete(key, None)]);
-                let response = client.txn(txn).await?;
+                use etcd::compare::{CompareTarget, TargetUnion};
+                let owned = compare(
+                    key,
+                    CompareTarget::Value,
+                    TargetUnion::Value(owner.as_bytes().to_vec()),
+                );
+                let delete =
+                    etcd::request_op::Request::RequestDeleteRange(etcd::DeleteRangeRequest {
+                        key: key.as_bytes().to_vec(),
+                        ..Default::default()
+                    });
+                let deleted = etcd.txn(owned, delete).await?;
                 if let Some(lease_id) = leases.remove(key) {
-                    client.lease_revoke(lease_id).await?;
+                    etcd.revoke(lease_id).await?;
                 }
-                Ok(done_if(response.succeeded()))
+                Ok(done_if(deleted))
             }
             Client::Postgres(pg) => {
                 let deleted = pg.client.execute(&pg.unlock, &[&key, &owner]).await?;
@@ -446,14 +531,10 @@ impl Client {
                 Ok(done_if(renewed == 1))
             }
             Client::Etcd(etcd, leases) => {
-                let client = &mut etcd.0;
                 let Some(&lease_id) = leases.get(key) else {
                     return Ok(Outcome::Refused);
                 };
-                let (mut keeper, mut stream) = client.lease_keep_alive(lease_id).await?;
-                keeper.keep_alive().await?;
-                let answer = stream.message().await?;
-                Ok(done_if(answer.is_some_and(|a| a.ttl() > 0)))
+                Ok(done_if(etcd.keep_alive(lease_id).await? > 0))
             }
             _ => bail!("renew is not part of this API"),
         }
