@@ -574,15 +574,11 @@ fn push(results: &mut Results, rows: Vec<Row>) {
 /// hand-off.
 async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
     let with_memory = plan.wants("memory");
-    let redis = if plan.wants("redis") {
-        let server = leasehold_testkit::redis::RedisServer::start();
-        if server.is_none() {
-            results.skipped.push("redis: redis-server not found".into());
-        }
-        server
-    } else {
-        None
-    };
+    // A missing server stops the suite with a message naming the install
+    // script (leasehold_testkit::find_binary).
+    let redis = plan
+        .wants("redis")
+        .then(leasehold_testkit::redis::RedisServer::start);
     if with_memory {
         results.startup = Some(startup(plan).await?);
     }
@@ -901,9 +897,7 @@ async fn side_by_side(
 }
 
 async fn etcd_group(plan: &Plan, results: &mut Results) -> Result<()> {
-    let Some(cluster) = leasehold_testkit::etcd::EtcdCluster::single() else {
-        bail!("etcd not found");
-    };
+    let cluster = leasehold_testkit::etcd::EtcdCluster::single();
     let endpoint = cluster.endpoints();
     let port = cluster.members()[0].client_port;
     let pid = pid_with_cmdline(&format!("127.0.0.1:{port}"));
@@ -926,9 +920,7 @@ async fn etcd_group(plan: &Plan, results: &mut Results) -> Result<()> {
 }
 
 async fn postgres_group(plan: &Plan, results: &mut Results) -> Result<()> {
-    let Some(postgres) = leasehold_testkit::postgres::Postgres::start() else {
-        bail!("postgres not found");
-    };
+    let postgres = leasehold_testkit::postgres::Postgres::start();
     let conninfo = postgres.connection_string();
     let postmaster = std::fs::read_to_string(postgres.data_dir().join("postmaster.pid"))
         .ok()

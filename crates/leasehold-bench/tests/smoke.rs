@@ -2,30 +2,12 @@
 //! sidecar (and Redis when installed) that checks the tool runs, reports
 //! and writes its files. It asserts nothing about speed.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The `leasehold` binary, built beside this package's binaries when the
-/// workspace is built (`cargo test --workspace`), or named by
-/// `LEASEHOLD_BIN`.
-fn leasehold_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("LEASEHOLD_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_leasehold-bench"));
-    let candidate = bench.parent()?.join("leasehold");
-    candidate.is_file().then_some(candidate)
-}
-
 #[test]
 fn smoke_suite_runs_and_reports() {
-    let Some(leasehold) = leasehold_binary() else {
-        let message = "no `leasehold` binary next to leasehold-bench (build the workspace, or set LEASEHOLD_BIN)";
-        assert!(!leasehold_testkit::in_ci(), "{message}");
-        eprintln!("\n*** SKIPPING: {message} ***\n");
-        return;
-    };
+    let leasehold = leasehold_testkit::sidecar::leasehold_binary();
     let out = tempfile::tempdir().expect("a temp dir");
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_leasehold-bench"))

@@ -217,13 +217,9 @@ fn component(type_name: &str, metadata: &[(&str, String)]) -> String {
 }
 
 impl Cluster {
-    /// Start the backend and sidecars of `kind`. `None` (after the
-    /// testkit's loud message) when a server binary is missing outside CI.
-    pub fn start(
-        kind: StoreKind,
-        binary: &Path,
-        extra_env: &[(String, String)],
-    ) -> Option<Cluster> {
+    /// Start the backend and sidecars of `kind`. A missing server binary
+    /// fails with the testkit's message.
+    pub fn start(kind: StoreKind, binary: &Path, extra_env: &[(String, String)]) -> Cluster {
         let (backend, text) = match kind {
             StoreKind::Memory => (
                 Backend::None,
@@ -233,12 +229,12 @@ impl Cluster {
                 let server = RedisServer::start_with(RedisOptions {
                     persistence: true,
                     ..RedisOptions::default()
-                })?;
+                });
                 let text = component("lock.redis", &[("redisHost", server.addr())]);
                 (Backend::Redis(server), text)
             }
             StoreKind::Etcd => {
-                let cluster = EtcdCluster::start(3)?;
+                let cluster = EtcdCluster::start(3);
                 let text = component(
                     "lock.etcd",
                     &[
@@ -250,7 +246,7 @@ impl Cluster {
                 (Backend::Etcd(cluster), text)
             }
             StoreKind::Postgres => {
-                let server = Postgres::start()?;
+                let server = Postgres::start();
                 let text = component(
                     "lock.postgresql",
                     &[
@@ -285,13 +281,13 @@ impl Cluster {
             sidecars.push(SidecarSlot::start(binary, args, env));
             dirs.push(data);
         }
-        Some(Cluster {
+        Cluster {
             kind,
             backend,
             sidecars,
             store: "locks".to_owned(),
             _dirs: dirs,
-        })
+        }
     }
 
     /// The faults that make sense for this store, in the order a run

@@ -24,23 +24,4 @@ pub mod history;
 pub mod resource;
 pub mod workload;
 
-use std::path::PathBuf;
-
-/// The `leasehold` binary to test: `LEASEHOLD_BIN` if set, else the one
-/// Cargo built beside the running executable (`target/<profile>/leasehold`).
-pub fn leasehold_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("LEASEHOLD_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let me = std::env::current_exe().ok()?;
-    let mut dir = me.parent()?;
-    // Tests run from target/<profile>/deps, binaries from target/<profile>.
-    for _ in 0..2 {
-        let candidate = dir.join("leasehold");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        dir = dir.parent()?;
-    }
-    None
-}
+pub use leasehold_testkit::sidecar::leasehold_binary;

@@ -9,9 +9,9 @@ use leasehold_client::{Client, Config};
 use leasehold_testkit::redis::RedisServer;
 use leasehold_testkit::sidecar::{Sidecar, SidecarOptions};
 
-fn two_sidecars_on_redis() -> Option<(RedisServer, Sidecar, Sidecar, tempfile::TempDir)> {
-    let binary = leasehold_safety::leasehold_binary()?;
-    let redis = RedisServer::start()?;
+fn two_sidecars_on_redis() -> (RedisServer, Sidecar, Sidecar, tempfile::TempDir) {
+    let binary = leasehold_safety::leasehold_binary();
+    let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("locks.yaml"),
@@ -37,7 +37,7 @@ fn two_sidecars_on_redis() -> Option<(RedisServer, Sidecar, Sidecar, tempfile::T
         )
     };
     let (a, b) = (start(), start());
-    Some((redis, a, b, dir))
+    (redis, a, b, dir)
 }
 
 /// Known issue 1: a `Hold` guard learns of the loss of its lease only from
@@ -47,9 +47,7 @@ fn two_sidecars_on_redis() -> Option<(RedisServer, Sidecar, Sidecar, tempfile::T
 /// backend let the lease run out and another sidecar granted the lock.
 #[test]
 fn a_guard_whose_sidecar_stalls_is_lost_before_another_sidecar_grants() {
-    let Some((_redis, stalled, healthy, _dir)) = two_sidecars_on_redis() else {
-        return;
-    };
+    let (_redis, stalled, healthy, _dir) = two_sidecars_on_redis();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (lost_when_regranted, waited) = runtime.block_on(async {
         let lease = Duration::from_secs(1);
@@ -96,9 +94,7 @@ fn a_guard_hears_of_its_loss_before_a_stalled_in_memory_sidecar_grants_again() {
     use leasehold_proto::dapr::TryLockRequest;
     use leasehold_proto::dapr::dapr_client::DaprClient;
 
-    let Some(binary) = leasehold_safety::leasehold_binary() else {
-        return;
-    };
+    let binary = leasehold_safety::leasehold_binary();
     let sidecar = Sidecar::start(&binary, SidecarOptions::default());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut late = Vec::new();

@@ -37,9 +37,7 @@ async fn connect(endpoints: &str, request_timeout: &str) -> Arc<EtcdStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
-    let Some(cluster) = EtcdCluster::single() else {
-        return;
-    };
+    let cluster = EtcdCluster::single();
     let store = connect(&cluster.endpoints(), "10s").await;
     leasehold_core::testsuite::run_all(store, "etcd").await;
 }
@@ -55,9 +53,7 @@ async fn connect_refuses_a_cluster_that_is_not_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_fast_while_down_and_recovers_by_itself() {
-    let Some(mut cluster) = EtcdCluster::single() else {
-        return;
-    };
+    let mut cluster = EtcdCluster::single();
     let store = connect(&cluster.endpoints(), "2s").await;
     let held = "lock||recover||held";
     assert!(matches!(
@@ -119,9 +115,7 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticates_with_a_user_and_password() {
-    let Some(mut cluster) = EtcdCluster::single() else {
-        return;
-    };
+    let mut cluster = EtcdCluster::single();
     cluster.members()[0]
         .enable_auth("root", "s3cret")
         .expect("enable etcd authentication");
@@ -264,9 +258,7 @@ async fn three_members_survive_the_loss_of_the_member_in_use() {
 /// member is killed: grants carry on, never overlap, and their fences only
 /// grow; a lock taken before survives; the member comes back as a follower.
 async fn lose_a_member(victim: Victim) {
-    let Some(mut cluster) = EtcdCluster::start(3) else {
-        return;
-    };
+    let mut cluster = EtcdCluster::start(3);
     let store = connect(&cluster.endpoints(), "10s").await;
     let held = "lock||failover||held";
     let held_fence = match store.try_lock(held, "owner", LONG).await.unwrap() {
@@ -385,9 +377,7 @@ fn example_components_validate() {
 /// certificate, and a store without one turned away at connect time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_mutual_tls() {
-    let Some(cluster) = EtcdCluster::start_tls(1) else {
-        return;
-    };
+    let cluster = EtcdCluster::start_tls(1);
     let tls = cluster.tls().expect("a TLS cluster");
     let endpoints = cluster.endpoints();
     assert!(endpoints.starts_with("https://"), "{endpoints}");

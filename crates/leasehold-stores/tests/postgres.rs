@@ -38,18 +38,14 @@ async fn connect(connection: &str, table: &str) -> Arc<PostgresStore> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
-    let Some(server) = Postgres::start() else {
-        return;
-    };
+    let server = Postgres::start();
     let store = connect(&server.connection_string(), "leasehold_locks").await;
     leasehold_core::testsuite::run_all(store, "postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_share_one_table_and_hear_each_others_releases() {
-    let Some(server) = Postgres::start() else {
-        return;
-    };
+    let server = Postgres::start();
     // Both create the table at once; the URL form works as well.
     let (key_value, url) = (server.connection_string(), server.connection_url());
     let (a, b) = tokio::join!(
@@ -85,9 +81,7 @@ async fn sidecars_share_one_table_and_hear_each_others_releases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_removes_old_rows_and_tokens_keep_growing() {
-    let Some(server) = Postgres::start() else {
-        return;
-    };
+    let server = Postgres::start();
     let mut config = Config::from_metadata(&Metadata::from_pairs([
         ("connectionString", server.connection_string().as_str()),
         ("tableName", "swept"),
@@ -150,9 +144,7 @@ async fn connect_refuses_a_database_that_is_not_there() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_fast_while_down_and_recovers_by_itself() {
-    let Some(mut server) = Postgres::start() else {
-        return;
-    };
+    let mut server = Postgres::start();
     let store = Arc::new(
         PostgresStore::connect(config(&server.connection_string(), "recover", "2s"))
             .await
@@ -338,18 +330,18 @@ struct TlsServer {
     _dir: tempfile::TempDir,
 }
 
-fn start_tls_server() -> Option<TlsServer> {
+fn start_tls_server() -> TlsServer {
     let dir = tempfile::tempdir().unwrap();
     let ca = make_ca(dir.path(), "ca");
     let wrong_ca = make_ca(dir.path(), "other-ca");
     let (cert, key) = make_leaf(dir.path(), "ca", "server", "IP:127.0.0.1", "serverAuth");
-    let server = Postgres::start_tls(&cert, &key)?;
-    Some(TlsServer {
+    let server = Postgres::start_tls(&cert, &key);
+    TlsServer {
         server,
         ca,
         wrong_ca,
         _dir: dir,
-    })
+    }
 }
 
 /// The number of this server's `leasehold` sessions that use TLS, and of
@@ -387,9 +379,7 @@ fn tls_sessions(server: &Postgres) -> (u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_tls_verify_full() {
-    let Some(tls) = start_tls_server() else {
-        return;
-    };
+    let tls = start_tls_server();
     let connection = format!(
         "{} sslmode=verify-full sslrootcert='{}'",
         tls.server.connection_string(),
@@ -420,9 +410,7 @@ async fn conformance_over_tls_verify_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_with_the_wrong_ca_is_refused_clearly() {
-    let Some(tls) = start_tls_server() else {
-        return;
-    };
+    let tls = start_tls_server();
     let connection = format!(
         "{} sslmode=verify-full sslrootcert={}",
         tls.server.connection_string(),

@@ -88,9 +88,7 @@ fn cmd(server: &RedisServer, args: &[&str]) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_standalone() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let store = connect(&[("redisHost", &server.addr())]).await;
     let caps = store.capabilities();
     assert!(caps.fencing && caps.renew && caps.release_notify && caps.admin);
@@ -100,9 +98,7 @@ async fn conformance_standalone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_checks_match_daprd() {
-    let Some(master) = RedisServer::start() else {
-        return;
-    };
+    let master = RedisServer::start();
     // Nothing listens there.
     let port = leasehold_testkit::free_port();
     let err = RedisStore::connect(config(&[("redisHost", &format!("127.0.0.1:{port}"))]))
@@ -115,8 +111,7 @@ async fn start_up_checks_match_daprd() {
     let _replica = RedisServer::start_with(RedisOptions {
         replica_of: Some(master.port()),
         ..RedisOptions::default()
-    })
-    .expect("the binary was found a moment ago");
+    });
     let err = RedisStore::connect(config(&[("redisHost", &master.addr())]))
         .await
         .unwrap_err()
@@ -126,9 +121,7 @@ async fn start_up_checks_match_daprd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daprd_and_leasehold_respect_each_other() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let store = connect(&[("redisHost", &server.addr())]).await;
 
     // leasehold holds; daprd's SET NX is refused and its unlock script
@@ -307,9 +300,7 @@ async fn pump(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_is_recognised_on_retry() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let proxy = ReplyCutter::start(server.port()).await;
     let store = connect(&[("redisHost", &format!("127.0.0.1:{}", proxy.port))]).await;
     // Load the scripts into Redis's cache, so the next sends are the
@@ -373,12 +364,10 @@ async fn a_lost_reply_is_recognised_on_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_redis_restart_and_fails_fast_while_down() {
-    let Some(mut server) = RedisServer::start_with(RedisOptions {
+    let mut server = RedisServer::start_with(RedisOptions {
         persistence: true,
         ..RedisOptions::default()
-    }) else {
-        return;
-    };
+    });
     let store = connect(&[("redisHost", &server.addr()), ("dialTimeout", "1s")]).await;
     assert!(store.capabilities().durable, "append-only file is on");
     let key = "lock||restart||a";
@@ -417,9 +406,7 @@ async fn survives_a_redis_restart_and_fails_fast_while_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_gives_timeouts_not_hangs() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let store = connect(&[
         ("redisHost", &server.addr()),
         ("readTimeout", "300ms"),
@@ -458,9 +445,7 @@ async fn a_frozen_redis_gives_timeouts_not_hangs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_calls_share_one_connection() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+    let server = RedisServer::start();
     let store = Arc::new(connect(&[("redisHost", &server.addr())]).await);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -492,9 +477,7 @@ async fn many_calls_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_conformance_failover_and_replica_ack() {
-    let Some(mut setup) = SentinelSetup::start() else {
-        return;
-    };
+    let mut setup = SentinelSetup::start();
     let hosts = setup.sentinel_hosts();
     let sentinel = [
         ("redisHost", hosts.as_str()),
@@ -617,9 +600,7 @@ async fn sentinel_conformance_failover_and_replica_ack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_of_three_conformance_with_one_master_down() {
-    let Some(mut masters) = Masters::start(3) else {
-        return;
-    };
+    let mut masters = Masters::start(3);
     let hosts = masters.hosts();
     let pairs = [("quorum", "true"), ("redisHosts", hosts.as_str())];
     let store = Arc::new(connect(&pairs).await);
@@ -646,9 +627,7 @@ async fn quorum_of_three_conformance_with_one_master_down() {
 /// another owner could then win a majority).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_quorum_round_takes_back_only_its_own_grants() {
-    let Some(masters) = Masters::start(5) else {
-        return;
-    };
+    let masters = Masters::start(5);
     let late = ReplyCutter::start(masters.servers[2].port()).await;
     let hosts: Vec<String> = masters
         .servers
@@ -694,9 +673,7 @@ async fn a_failed_quorum_round_takes_back_only_its_own_grants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_of_five_keeps_mutual_exclusion_when_masters_die_or_freeze() {
-    let Some(mut masters) = Masters::start(5) else {
-        return;
-    };
+    let mut masters = Masters::start(5);
     let hosts = masters.hosts();
     let store = Arc::new(
         connect(&[
@@ -800,15 +777,15 @@ fn the_example_components_are_valid() {
     };
     let pki = Pki::make("examples");
     let mut env = env;
-    if let Some(pki) = &pki {
-        env.insert("REDIS_CA_CERT".into(), pki.pem("ca.crt"));
-        env.insert("REDIS_CLIENT_CERT".into(), pki.pem("client.crt"));
-        env.insert("REDIS_CLIENT_KEY".into(), pki.pem("client.key"));
-    }
-    let mut names = vec!["redis.yaml", "redis-sentinel.yaml", "redis-quorum.yaml"];
-    if pki.is_some() {
-        names.push("redis-tls.yaml");
-    }
+    env.insert("REDIS_CA_CERT".into(), pki.pem("ca.crt"));
+    env.insert("REDIS_CLIENT_CERT".into(), pki.pem("client.crt"));
+    env.insert("REDIS_CLIENT_KEY".into(), pki.pem("client.key"));
+    let names = [
+        "redis.yaml",
+        "redis-sentinel.yaml",
+        "redis-quorum.yaml",
+        "redis-tls.yaml",
+    ];
     // The examples are alternatives with one store name: load each alone.
     for name in names {
         let dir = tempfile::tempdir().unwrap();
@@ -835,20 +812,9 @@ struct Pki {
 }
 
 impl Pki {
-    /// `None` (after a loud message) when `openssl` is missing outside CI.
-    fn make(name: &str) -> Option<Pki> {
-        let found = std::process::Command::new("openssl")
-            .arg("version")
-            .output()
-            .is_ok_and(|out| out.status.success());
-        if !found {
-            assert!(
-                !leasehold_testkit::in_ci(),
-                "the openssl command is required in CI"
-            );
-            eprintln!("SKIPPED: the openssl command is not installed");
-            return None;
-        }
+    /// A missing `openssl` command fails the test.
+    fn make(name: &str) -> Pki {
+        leasehold_testkit::find_binary("openssl", "LEASEHOLD_OPENSSL", &[]);
         let dir = tempfile::tempdir().unwrap();
         let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
         write(
@@ -929,7 +895,7 @@ impl Pki {
                 &crt,
             ]);
         }
-        Some(Pki { dir })
+        Pki { dir }
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -941,7 +907,7 @@ impl Pki {
     }
 
     /// A TLS-only server with this CA's server certificate.
-    fn server(&self, auth_clients: bool) -> Option<RedisServer> {
+    fn server(&self, auth_clients: bool) -> RedisServer {
         RedisServer::start_with(RedisOptions {
             tls: Some(RedisTls {
                 cert_file: self.path("server.crt"),
@@ -966,12 +932,8 @@ async fn connect_err(pairs: &[(&str, &str)]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_tls_with_client_certificates() {
-    let Some(pki) = Pki::make("mtls") else {
-        return;
-    };
-    let Some(server) = pki.server(true) else {
-        return;
-    };
+    let pki = Pki::make("mtls");
+    let server = pki.server(true);
     let (ca, cert, key) = (
         pki.pem("ca.crt"),
         pki.pem("client.crt"),
@@ -1007,12 +969,8 @@ async fn conformance_over_tls_with_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_signed_by_another_ca_is_refused() {
-    let (Some(pki), Some(other)) = (Pki::make("server"), Pki::make("other")) else {
-        return;
-    };
-    let Some(server) = pki.server(false) else {
-        return;
-    };
+    let (pki, other) = (Pki::make("server"), Pki::make("other"));
+    let server = pki.server(false);
     let addr = server.addr();
     let other_ca = other.pem("ca.crt");
     let err = connect_err(&[
@@ -1038,12 +996,8 @@ async fn a_server_signed_by_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_skip_verify_accepts_an_unknown_ca() {
-    let Some(pki) = Pki::make("unknown") else {
-        return;
-    };
-    let Some(server) = pki.server(false) else {
-        return;
-    };
+    let pki = Pki::make("unknown");
+    let server = pki.server(false);
     let store = connect(&[
         ("redisHost", &server.addr()),
         ("enableTLS", "true"),
@@ -1061,12 +1015,8 @@ async fn insecure_skip_verify_accepts_an_unknown_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_tcp_to_a_tls_only_server_fails_fast() {
-    let Some(pki) = Pki::make("plain") else {
-        return;
-    };
-    let Some(server) = pki.server(false) else {
-        return;
-    };
+    let pki = Pki::make("plain");
+    let server = pki.server(false);
     // A dial timeout far beyond the test's patience: the refusal must come
     // from the server closing the connection, not from waiting.
     let outcome = timeout(
@@ -1087,17 +1037,13 @@ async fn plain_tcp_to_a_tls_only_server_fails_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_over_tls() {
-    let Some(pki) = Pki::make("sentinel") else {
-        return;
-    };
-    let Some(setup) = SentinelSetup::start_tls(&RedisTls {
+    let pki = Pki::make("sentinel");
+    let setup = SentinelSetup::start_tls(&RedisTls {
         cert_file: pki.path("server.crt"),
         key_file: pki.path("server.key"),
         ca_cert_file: pki.path("ca.crt"),
         auth_clients: false,
-    }) else {
-        return;
-    };
+    });
     let hosts = setup.sentinel_hosts();
     let ca = pki.pem("ca.crt");
     let sentinel = [
@@ -1125,12 +1071,8 @@ async fn sentinel_over_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_over_tls() {
-    let Some(pki) = Pki::make("quorum") else {
-        return;
-    };
-    let Some(servers) = (0..3).map(|_| pki.server(true)).collect::<Option<Vec<_>>>() else {
-        return;
-    };
+    let pki = Pki::make("quorum");
+    let servers: Vec<_> = (0..3).map(|_| pki.server(true)).collect();
     let hosts = servers
         .iter()
         .map(RedisServer::addr)

@@ -179,22 +179,22 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    /// Start one member. `None` (after a loud message) when `etcd` is
-    /// missing outside CI; see [`crate::find_binary`].
-    pub fn single() -> Option<EtcdCluster> {
+    /// Start one member. A missing `etcd` fails the test; see
+    /// [`crate::find_binary`].
+    pub fn single() -> EtcdCluster {
         Self::start(1)
     }
 
     /// Start `size` members that form one cluster, and wait until it has a
     /// leader.
-    pub fn start(size: usize) -> Option<EtcdCluster> {
+    pub fn start(size: usize) -> EtcdCluster {
         Self::launch(size, false)
     }
 
     /// Start `size` members that serve clients over TLS alone and require a
-    /// client certificate signed by [`EtcdCluster::tls`]'s CA. Also `None`
-    /// when the `openssl` command is missing outside CI.
-    pub fn start_tls(size: usize) -> Option<EtcdCluster> {
+    /// client certificate signed by [`EtcdCluster::tls`]'s CA (made with the
+    /// `openssl` command, which must be installed too).
+    pub fn start_tls(size: usize) -> EtcdCluster {
         Self::launch(size, true)
     }
 
@@ -203,14 +203,14 @@ impl EtcdCluster {
         self.members.first().and_then(|m| m.tls.as_deref())
     }
 
-    fn launch(size: usize, with_tls: bool) -> Option<EtcdCluster> {
-        let binary = find_binary("etcd", "LEASEHOLD_ETCD", &[])?;
+    fn launch(size: usize, with_tls: bool) -> EtcdCluster {
+        let binary = find_binary("etcd", "LEASEHOLD_ETCD", &[]);
         let dir = tempfile::Builder::new()
             .prefix("leasehold-etcd-")
             .tempdir()
             .expect("cannot create a temporary directory");
         let tls = if with_tls {
-            let openssl = find_binary("openssl", "LEASEHOLD_OPENSSL", &[])?;
+            let openssl = find_binary("openssl", "LEASEHOLD_OPENSSL", &[]);
             Some(Arc::new(EtcdTls::generate(
                 &openssl,
                 &dir.path().join("tls"),
@@ -251,7 +251,7 @@ impl EtcdCluster {
             member.spawn();
         }
         cluster.wait_healthy();
-        Some(cluster)
+        cluster
     }
 
     /// Every member's client URL, comma-separated, as `endpoints` takes it.

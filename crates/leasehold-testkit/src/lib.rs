@@ -1,10 +1,10 @@
 //! Real servers for tests, started as processes on free loopback ports in
 //! temporary directories and killed when dropped.
 //!
-//! A missing server binary skips the test with a loud message on a
-//! developer's machine and fails it under `CI=true`, so that CI can never
-//! pass by skipping. Each spawner accepts an environment override for the
-//! binary's path.
+//! A missing server binary fails the test with a message that names the
+//! install script, on every machine and whether or not `CI` is set: the
+//! test command never passes by skipping. Each spawner accepts an
+//! environment override for the binary's path.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -26,37 +26,34 @@ pub fn free_port() -> u16 {
         .expect("cannot bind an ephemeral port on 127.0.0.1")
 }
 
-/// Whether this run is CI's, where a missing server is a failure.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+/// What to run when something a test needs is missing.
+pub const INSTALL_HINT: &str = "scripts/install-test-deps.sh installs it";
 
 /// Find a server binary: the path in `env_override` if set, else `name` on
-/// `PATH` or in `extra_dirs`. `None` (after a loud message) when it is
-/// missing outside CI; a panic when it is missing in CI.
-pub fn find_binary(name: &str, env_override: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
+/// `PATH` or in `extra_dirs`.
+///
+/// # Panics
+///
+/// When it is missing, with a message that names the install script: a test
+/// that needs a server fails without it, on every machine.
+pub fn find_binary(name: &str, env_override: &str, extra_dirs: &[&str]) -> PathBuf {
     if let Ok(path) = std::env::var(env_override) {
         let path = PathBuf::from(path);
         if path.is_file() {
-            return Some(path);
+            return path;
         }
         panic!("{env_override}={} does not name a file", path.display());
     }
     let path_var = std::env::var("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path_var)
+    std::env::split_paths(&path_var)
         .chain(extra_dirs.iter().map(PathBuf::from))
         .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        let message = format!(
-            "`{name}` was not found on PATH (set {env_override} to its path); .ci/run installs it"
-        );
-        if in_ci() {
-            panic!("{message}");
-        }
-        eprintln!("\n*** SKIPPING: {message} ***\n");
-    }
-    found
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` was not found on PATH (set {env_override} to its path); {INSTALL_HINT}"
+            )
+        })
 }
 
 /// Poll `ready` until it returns true or `within` passes.

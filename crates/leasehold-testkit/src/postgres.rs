@@ -42,20 +42,20 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// Create a cluster and start it. `None` (after a loud message) when the
-    /// binaries are missing outside CI; see [`crate::find_binary`].
-    pub fn start() -> Option<Postgres> {
+    /// Create a cluster and start it. Missing binaries fail the test; see
+    /// [`crate::find_binary`].
+    pub fn start() -> Postgres {
         Self::start_with(None)
     }
 
     /// As [`Postgres::start`], with `ssl = on` serving the PEM certificate
     /// (chain) in `cert` and the PEM private key in `key`.
-    pub fn start_tls(cert: &Path, key: &Path) -> Option<Postgres> {
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
         Self::start_with(Some((cert, key)))
     }
 
-    fn start_with(tls: Option<(&Path, &Path)>) -> Option<Postgres> {
-        let postgres = find_binary("postgres", "LEASEHOLD_POSTGRES_BIN", &[DEBIAN_BIN_DIR])?;
+    fn start_with(tls: Option<(&Path, &Path)>) -> Postgres {
+        let postgres = find_binary("postgres", "LEASEHOLD_POSTGRES_BIN", &[DEBIAN_BIN_DIR]);
         // The other programs sit beside the real binary, which a link on
         // PATH (as in /usr/local/bin) may point to.
         let bin_dir = std::fs::canonicalize(&postgres)
@@ -99,7 +99,7 @@ impl Postgres {
         server.initdb();
         server.spawn();
         server.wait_ready();
-        Some(server)
+        server
     }
 
     /// A connection string in key=value form for the `postgres` superuser.

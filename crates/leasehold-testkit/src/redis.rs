@@ -29,7 +29,7 @@ const FAILOVER_PATIENCE: Duration = Duration::from_secs(60);
 /// The master name the Sentinel setup uses.
 pub const MASTER_NAME: &str = "leasehold-master";
 
-fn redis_binary() -> Option<PathBuf> {
+fn redis_binary() -> PathBuf {
     find_binary("redis-server", "LEASEHOLD_REDIS_SERVER", &[])
 }
 
@@ -184,15 +184,15 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// A throw-away server without persistence. `None` (after a loud
-    /// message) when `redis-server` is missing outside CI.
-    pub fn start() -> Option<RedisServer> {
+    /// A throw-away server without persistence. A missing `redis-server`
+    /// fails the test; see [`crate::find_binary`].
+    pub fn start() -> RedisServer {
         RedisServer::start_with(RedisOptions::default())
     }
 
     /// A server started with `options`.
-    pub fn start_with(options: RedisOptions) -> Option<RedisServer> {
-        let binary = redis_binary()?;
+    pub fn start_with(options: RedisOptions) -> RedisServer {
+        let binary = redis_binary();
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let port = free_port();
         let process = spawn_server(&binary, port, dir.path(), &options, 0);
@@ -205,7 +205,7 @@ impl RedisServer {
             starts: 1,
         };
         server.wait_ready();
-        Some(server)
+        server
     }
 
     fn wait_ready(&self) {
@@ -399,9 +399,8 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     /// Start it all and wait until the sentinels know the master, its
-    /// replica and each other. `None` when `redis-server` is missing outside
-    /// CI.
-    pub fn start() -> Option<SentinelSetup> {
+    /// replica and each other.
+    pub fn start() -> SentinelSetup {
         SentinelSetup::start_with(None)
     }
 
@@ -412,12 +411,12 @@ impl SentinelSetup {
     /// [`SentinelSetup::sentinel_hosts`] gives the sentinels' TLS ports. The
     /// plain ports serve this module's own checks. Failover helpers do not
     /// apply to it (they talk plain TCP to the port the sentinels name).
-    pub fn start_tls(tls: &RedisTls) -> Option<SentinelSetup> {
+    pub fn start_tls(tls: &RedisTls) -> SentinelSetup {
         SentinelSetup::start_with(Some(tls))
     }
 
-    fn start_with(tls: Option<&RedisTls>) -> Option<SentinelSetup> {
-        let binary = redis_binary()?;
+    fn start_with(tls: Option<&RedisTls>) -> SentinelSetup {
+        let binary = redis_binary();
         let tls_ports = [free_port(), free_port()];
         let tls_args = |port: u16| -> Vec<String> {
             let Some(tls) = tls else {
@@ -432,7 +431,7 @@ impl SentinelSetup {
         let master = RedisServer::start_with(RedisOptions {
             extra: tls_args(tls_ports[0]),
             ..RedisOptions::default()
-        })?;
+        });
         // With TLS the replica follows the master's TLS port.
         let monitored = if tls.is_some() {
             tls_ports[0]
@@ -443,7 +442,7 @@ impl SentinelSetup {
             replica_of: Some(monitored),
             extra: tls_args(tls_ports[1]),
             ..RedisOptions::default()
-        })?;
+        });
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let sentinels = (0..3)
             .map(|i| {
@@ -502,7 +501,7 @@ impl SentinelSetup {
                 },
             );
         }
-        Some(setup)
+        setup
     }
 
     /// `host:port,...` of the sentinels, as `redisHost` takes it with
@@ -567,13 +566,10 @@ pub struct Masters {
 }
 
 impl Masters {
-    /// `n` independent masters without persistence. `None` when
-    /// `redis-server` is missing outside CI.
-    pub fn start(n: usize) -> Option<Masters> {
-        let servers = (0..n)
-            .map(|_| RedisServer::start())
-            .collect::<Option<Vec<_>>>()?;
-        Some(Masters { servers })
+    /// `n` independent masters without persistence.
+    pub fn start(n: usize) -> Masters {
+        let servers = (0..n).map(|_| RedisServer::start()).collect();
+        Masters { servers }
     }
 
     /// `host:port,...`, as `redisHosts` takes it.

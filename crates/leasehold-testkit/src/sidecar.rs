@@ -10,6 +10,39 @@ use crate::{ServerProcess, wait_until};
 /// The line `leasehold serve` prints on stdout once both listeners are bound.
 pub const READY_PREFIX: &str = "leasehold ready";
 
+/// The `leasehold` binary to test: `LEASEHOLD_BIN` if set, else the one
+/// Cargo built beside the running executable (`target/<profile>/leasehold`,
+/// which `cargo test --workspace` builds before any test runs).
+///
+/// # Panics
+///
+/// When there is none: a test that needs the sidecar fails without it.
+pub fn leasehold_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("LEASEHOLD_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "LEASEHOLD_BIN={} does not name a file",
+            path.display()
+        );
+        return path;
+    }
+    let me = std::env::current_exe().expect("the test knows its own path");
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
+    me.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("leasehold"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no `leasehold` binary beside {} (build it with `cargo build -p leasehold-cli`, \
+                 run the whole workspace's tests, or set LEASEHOLD_BIN)",
+                me.display()
+            )
+        })
+}
+
 /// A running sidecar with its addresses.
 #[derive(Debug)]
 pub struct Sidecar {

@@ -42,40 +42,37 @@ pub(crate) struct Backend {
     pub(crate) _guard: Box<dyn std::any::Any>,
 }
 
-/// Every store this build has, each with a fresh backend. A backend whose
-/// server binary is missing is left out (loudly) outside CI; in CI the
-/// testkit fails the test instead.
+/// Every store this build has, each with a fresh backend. A missing server
+/// binary fails the test (see `leasehold_testkit::find_binary`).
 pub(crate) fn backends() -> Vec<Backend> {
-    let mut backends = vec![Backend {
-        name: "memory",
-        component: component("lock.in-memory", &[("restartGuard", "false")]),
-        _guard: Box::new(()),
-    }];
-    if let Some(redis) = leasehold_testkit::redis::RedisServer::start() {
-        backends.push(Backend {
+    let redis = leasehold_testkit::redis::RedisServer::start();
+    let etcd = leasehold_testkit::etcd::EtcdCluster::single();
+    let postgres = leasehold_testkit::postgres::Postgres::start();
+    vec![
+        Backend {
+            name: "memory",
+            component: component("lock.in-memory", &[("restartGuard", "false")]),
+            _guard: Box::new(()),
+        },
+        Backend {
             name: "redis",
             component: component("lock.redis", &[("redisHost", &redis.addr())]),
             _guard: Box::new(redis),
-        });
-    }
-    if let Some(etcd) = leasehold_testkit::etcd::EtcdCluster::single() {
-        backends.push(Backend {
+        },
+        Backend {
             name: "etcd",
             component: component("lock.etcd", &[("endpoints", &etcd.endpoints())]),
             _guard: Box::new(etcd),
-        });
-    }
-    if let Some(postgres) = leasehold_testkit::postgres::Postgres::start() {
-        backends.push(Backend {
+        },
+        Backend {
             name: "postgres",
             component: component(
                 "lock.postgresql",
                 &[("connectionString", &postgres.connection_string())],
             ),
             _guard: Box::new(postgres),
-        });
-    }
-    backends
+        },
+    ]
 }
 
 /// A component named `locks` of `type_name` with `metadata`.

@@ -215,7 +215,7 @@ fn traceparent_is_continued_into_exported_spans() {
     );
 }
 
-fn chromium() -> Option<std::path::PathBuf> {
+fn chromium() -> std::path::PathBuf {
     leasehold_testkit::find_binary("chromium", "LEASEHOLD_CHROMIUM", &[])
 }
 
@@ -243,7 +243,7 @@ fn render_page(browser: &std::path::Path, url: &str) -> String {
 
 #[test]
 fn the_live_view_shows_locks_in_a_real_browser() {
-    let Some(browser) = chromium() else { return };
+    let browser = chromium();
     let sidecar = start(
         &["--app-id", "billing"],
         &[("LEASEHOLD_ADMIN_TOKEN", "view-token")],
