@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| leasehold_safety::fuzz::grpc_service(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leasehold_server::fuzz::grpc_service(data));

@@ -23,6 +23,7 @@ use leasehold_proto::etcd::etcdserverpb::{
 };
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{AcquireRequest, ReleaseRequest, RenewRequest, RenewStatus};
+use leasehold_testkit::Rng;
 use tonic::transport::Channel;
 
 /// Where the load goes.
@@ -123,26 +124,6 @@ impl RunResult {
 /// significant figures.
 pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
-}
-
-/// A small fast random number generator (xorshift64*), one per task: the
-/// load generator must not spend its CPU share on randomness.
-#[derive(Debug)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 /// How a request ended.
@@ -767,10 +748,10 @@ async fn client_loop(
                 key.clear();
                 if spec.workload == Workload::Uncontended {
                     use std::fmt::Write;
-                    let _ = write!(key, "bench-{}-{:x}", spec.run_id, rng.next());
+                    let _ = write!(key, "bench-{}-{:x}", spec.run_id, rng.next_u64());
                 } else {
                     use std::fmt::Write;
-                    let hot = rng.next() % spec.hot_keys.max(1) as u64;
+                    let hot = rng.next_u64() % spec.hot_keys.max(1) as u64;
                     let _ = write!(key, "hot-{}-{hot}", spec.run_id);
                 }
                 let started = Instant::now();

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use leasehold_core::duration::parse_go_duration;
 use leasehold_core::manifest::{self, Component, LoadContext, ProcessEnv};
 use leasehold_core::metadata::Metadata;
-use leasehold_server::auth::{Auth, Token};
+use leasehold_server::auth::Token;
+use leasehold_server::observe::trace::Tracer;
 use leasehold_server::service::{Limits, LockService};
 use leasehold_server::{AppState, ListenConfig, Listeners};
 use leasehold_stores::StoreContext;
@@ -293,7 +294,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         Some(endpoint) => {
             let name =
                 std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "leasehold".to_owned());
-            match leasehold_server::trace::Tracer::otlp(endpoint, &name) {
+            match Tracer::otlp(endpoint, &name) {
                 Ok(tracer) => tracer,
                 Err(err) => {
                     eprintln!("error: --otlp-endpoint: {err}");
@@ -301,10 +302,15 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
                 }
             }
         }
-        None => leasehold_server::trace::Tracer::off(),
+        None => Tracer::off(),
     };
+    let token = |var: &str| std::env::var(var).ok().as_deref().and_then(Token::new);
     let service = match LockService::open(&args.app_id, validated, limits).await {
-        Ok(service) => Arc::new(service.with_tracer(tracer)),
+        Ok(service) => Arc::new(
+            service
+                .with_tracer(tracer)
+                .with_admin_token(token("LEASEHOLD_ADMIN_TOKEN")),
+        ),
         Err(err) => {
             eprintln!(
                 "error: {} lock store(s) could not start:",
@@ -338,22 +344,18 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         Ok(listeners) => listeners,
         Err(err) => {
             eprintln!("error: {err}");
-            service.close().await;
+            service.close(args.shutdown_grace).await;
             return ExitCode::from(exit::ERROR);
         }
     };
-    let auth = Auth {
-        api: std::env::var("DAPR_API_TOKEN")
-            .ok()
-            .as_deref()
-            .and_then(Token::new),
-        admin: std::env::var("LEASEHOLD_ADMIN_TOKEN")
-            .ok()
-            .as_deref()
-            .and_then(Token::new),
-    };
-    let app = AppState::with_rate(service, auth, args.max_body_size, args.max_request_rate);
+    let app = AppState::new(
+        service,
+        token("DAPR_API_TOKEN"),
+        args.max_body_size,
+        args.max_request_rate,
+    );
     let stores: Vec<String> = app
+        .service
         .components()
         .into_iter()
         .map(|c| format!("{}({})", c.name, c.type_name))

@@ -48,6 +48,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use leasehold_core::renewal::Schedule;
 use leasehold_proto::v1::locks_client::LocksClient;
 use leasehold_proto::v1::{
     AcquireRequest, ForceUnlockRequest, ListRequest, ReleaseRequest, ReleaseStatus, RenewRequest,
@@ -627,21 +628,17 @@ impl Keeper {
     /// margin before that deadline, by its own timer: a stalled sidecar or
     /// network cannot make it believe it still holds the lock.
     async fn run(self, granted_after: Instant) -> String {
-        let margin = (self.lease / 10).clamp(Duration::from_millis(20), Duration::from_secs(2));
-        let mut granted = self.lease;
-        let mut deadline = granted_after + granted;
-        let mut next = granted_after + granted / 3;
+        let mut schedule = Schedule::new(granted_after, self.lease);
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(deadline - margin) => {
+                () = tokio::time::sleep_until(schedule.give_up_at()) => {
                     return "the lease could not be renewed before it would run out".to_owned();
                 }
-                () = tokio::time::sleep_until(next) => {}
+                () = tokio::time::sleep_until(schedule.renew_at()) => {}
             }
             let attempt = Instant::now();
-            let budget = (deadline - margin).saturating_duration_since(attempt);
             let renewal = tokio::time::timeout(
-                budget,
+                schedule.budget(attempt),
                 self.client.renew_with_token(
                     &self.store,
                     &self.resource_id,
@@ -656,11 +653,7 @@ impl Keeper {
                             again to the same owner (another guard or request holds it now)"
                         .to_owned();
                 }
-                Ok(Ok((Renewed::Renewed(lease), _))) => {
-                    granted = lease;
-                    deadline = attempt + granted;
-                    next = attempt + granted / 3;
-                }
+                Ok(Ok((Renewed::Renewed(lease), _))) => schedule.renewed(attempt, lease),
                 Ok(Ok((Renewed::NotFound, _))) => {
                     return "the lock was released or expired without this guard (force-unlocked, or the lease ran out)"
                         .to_owned();
@@ -671,10 +664,8 @@ impl Keeper {
                 Ok(Ok((Renewed::HoldLimitReached, _))) => {
                     return "the sidecar's maximum hold time is reached".to_owned();
                 }
-                Ok(Err(_)) => {
-                    // Try again soon, while the lease lasts.
-                    next = Instant::now() + (granted / 10).min(Duration::from_millis(100));
-                }
+                // Try again soon, while the lease lasts.
+                Ok(Err(_)) => schedule.retry(Instant::now()),
                 Err(_) => {
                     return "the lease could not be renewed before it would run out".to_owned();
                 }

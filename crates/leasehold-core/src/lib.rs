@@ -6,6 +6,8 @@
 //! * [`manifest`] reads Dapr component YAML into [`manifest::Component`]s.
 //! * [`metadata`] parses component metadata values the way daprd does
 //!   (case-insensitive names, Go durations, Go booleans).
+//! * [`renewal`] is the one renewal schedule of every lease kept alive on a
+//!   holder's behalf (the sidecar's Hold streams, the client guards).
 //! * With the `testsuite` feature, `testsuite` is the conformance suite that
 //!   every store runs in its own tests.
 //!
@@ -14,8 +16,12 @@
 mod store;
 
 pub mod duration;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
+#[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod metadata;
+pub mod renewal;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

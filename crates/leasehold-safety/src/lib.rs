@@ -14,12 +14,11 @@
 //! * the fenced resource took a write with a token lower than one it had
 //!   already taken, or from a writer the token was not granted to.
 //!
-//! [`fuzz`] holds the fuzz targets (driven by `cargo fuzz` from `fuzz/` and
-//! by a bounded loop in this crate's tests).
+//! The fuzz targets live beside the code they exercise (leasehold-core's and
+//! leasehold-server's `fuzzing` features).
 
 pub mod check;
 pub mod cluster;
-pub mod fuzz;
 pub mod history;
 pub mod resource;
 pub mod workload;

@@ -1,4 +1,4 @@
-//! docs/openapi.yaml, exercised by schemathesis against a running sidecar.
+//! crates/leasehold-server/openapi.yaml, exercised by schemathesis against a running sidecar.
 //!
 //! The sidecar runs with an app token and an admin token; schemathesis
 //! (pinned in tests/api/requirements.txt, installed by
@@ -59,7 +59,7 @@ fn openapi_document_holds_against_a_running_sidecar() {
             ports: None,
         },
     );
-    let document = root().join("docs/openapi.yaml");
+    let document = root().join("crates/leasehold-server/openapi.yaml");
 
     // The sidecar serves the same document that is tested here.
     let served = request(
@@ -70,10 +70,11 @@ fn openapi_document_holds_against_a_running_sidecar() {
         b"",
     );
     assert_eq!(served.status, 200);
-    let on_disk = std::fs::read_to_string(&document).expect("read docs/openapi.yaml");
+    let on_disk =
+        std::fs::read_to_string(&document).expect("read crates/leasehold-server/openapi.yaml");
     assert!(
         served.text() == on_disk,
-        "GET /v1/openapi.yaml differs from docs/openapi.yaml: rebuild leasehold-cli"
+        "GET /v1/openapi.yaml differs from crates/leasehold-server/openapi.yaml: rebuild leasehold-cli"
     );
 
     let examples =

@@ -12,8 +12,21 @@ use leasehold_stores::StoreContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
-use crate::service::{Limits, LockService};
+use crate::error::ServeError;
+use crate::service::{BuildError, Limits, LockService};
 use crate::{AppState, ListenConfig, Listeners};
+
+/// Why an embedded server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The in-memory store did not open.
+    #[error("the store did not open: {0}")]
+    Build(#[from] BuildError),
+    /// The listeners could not be bound.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
 
 /// A running embedded server. Dropping it stops the server.
 #[derive(Debug)]
@@ -27,12 +40,12 @@ pub struct EmbeddedServer {
 
 impl EmbeddedServer {
     /// Serve an in-memory store named `lockstore` on free loopback ports.
-    pub async fn start() -> Result<Self, String> {
+    pub async fn start() -> Result<Self, StartError> {
         Self::start_with(Auth::default(), Limits::default()).await
     }
 
     /// The same, with tokens and limits of the caller's choosing.
-    pub async fn start_with(auth: Auth, limits: Limits) -> Result<Self, String> {
+    pub async fn start_with(auth: Auth, limits: Limits) -> Result<Self, StartError> {
         let component = Component {
             name: "lockstore".to_owned(),
             type_name: "lock.in-memory".to_owned(),
@@ -47,8 +60,8 @@ impl EmbeddedServer {
             data_dir: std::env::temp_dir(),
         };
         let service = LockService::build("", &[component], &cx, limits)
-            .await
-            .map_err(|err| err.problems.join("; "))?;
+            .await?
+            .with_admin_token(auth.admin);
         let listen = ListenConfig {
             address: Ipv4Addr::LOCALHOST.into(),
             http_port: 0,
@@ -61,7 +74,7 @@ impl EmbeddedServer {
         };
         let listeners = Listeners::bind(&listen).await?;
         let (http, grpc) = (listeners.http_addr(), listeners.grpc_addr());
-        let app = AppState::new(Arc::new(service), auth, 4 << 20);
+        let app = AppState::new(Arc::new(service), auth.api, 4 << 20, 0);
         let stop = CancellationToken::new();
         tokio::spawn(crate::serve(listeners, app, listen.grace, stop.clone()));
         Ok(EmbeddedServer { http, grpc, stop })

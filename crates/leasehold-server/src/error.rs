@@ -2,6 +2,7 @@
 //! HTTP status, a Dapr `errorCode` and a gRPC code.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use http::StatusCode;
 use tonic::Code;
@@ -175,4 +176,31 @@ impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
         err.to_status()
     }
+}
+
+/// Why the sidecar could not listen or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A listener failed while serving.
+    #[error("{what} server failed: {message}")]
+    Server {
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
 }

@@ -1,15 +1,14 @@
 //! Listeners with limits: at most `max_connections` open connections per
-//! listener (new ones wait in the kernel's backlog), optional TLS (rustls)
-//! with optional client certificates, and a request rate limit shared by
-//! both front ends.
+//! listener (new ones wait in the kernel's backlog), and optional TLS
+//! (rustls) with optional client certificates.
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -342,131 +341,5 @@ impl axum::serve::Listener for HttpListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
-    }
-}
-
-/// A token bucket for the request rate limit, shared by both front ends.
-#[derive(Debug)]
-pub struct RateLimit {
-    per_second: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimit {
-    /// At most `per_second` requests a second, with bursts of as many.
-    pub fn new(per_second: u32) -> Option<Arc<Self>> {
-        (per_second > 0).then(|| {
-            Arc::new(RateLimit {
-                per_second: f64::from(per_second),
-                state: Mutex::new((f64::from(per_second), Instant::now())),
-            })
-        })
-    }
-
-    /// The limit, per second.
-    pub fn per_second(&self) -> u32 {
-        self.per_second as u32
-    }
-
-    /// Take one token, or say no.
-    pub fn allow(&self) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let (tokens, last) = *state;
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.per_second)
-            .min(self.per_second);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            true
-        } else {
-            *state = (tokens, now);
-            false
-        }
-    }
-}
-
-/// Refuse gRPC calls over the rate limit with RESOURCE_EXHAUSTED, before
-/// they reach a handler.
-#[derive(Debug, Clone)]
-pub struct GrpcRateLayer {
-    limit: Option<Arc<RateLimit>>,
-}
-
-impl GrpcRateLayer {
-    /// A layer over `limit` (`None`: no limit).
-    pub fn new(limit: Option<Arc<RateLimit>>) -> Self {
-        GrpcRateLayer { limit }
-    }
-}
-
-impl<S> tower::Layer<S> for GrpcRateLayer {
-    type Service = GrpcRate<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcRate {
-            inner,
-            limit: self.limit.clone(),
-        }
-    }
-}
-
-/// See [`GrpcRateLayer`].
-#[derive(Debug, Clone)]
-pub struct GrpcRate<S> {
-    inner: S,
-    limit: Option<Arc<RateLimit>>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for GrpcRate<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    R: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future =
-        futures_util::future::Either<S::Future, std::future::Ready<Result<S::Response, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(limit) = &self.limit
-            && !limit.allow()
-        {
-            let mut response = http::Response::new(R::default());
-            let headers = response.headers_mut();
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/grpc"),
-            );
-            headers.insert(
-                "grpc-status",
-                http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-            );
-            if let Ok(message) = http::HeaderValue::from_str(&format!(
-                "request rate above the limit of {} per second",
-                limit.per_second()
-            )) {
-                headers.insert("grpc-message", message);
-            }
-            return futures_util::future::Either::Right(std::future::ready(Ok(response)));
-        }
-        futures_util::future::Either::Left(self.inner.call(request))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_refills() {
-        let limit = RateLimit::new(5).unwrap();
-        let allowed = (0..10).filter(|_| limit.allow()).count();
-        assert_eq!(allowed, 5, "a burst of the limit, then refusals");
-        std::thread::sleep(Duration::from_millis(450));
-        assert!(limit.allow(), "refilled over time");
-        assert!(RateLimit::new(0).is_none());
     }
 }

@@ -13,10 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod etcd;
+pub mod fuzz;
 pub mod http;
 pub mod postgres;
 pub mod redis;
+pub mod rng;
 pub mod sidecar;
+
+pub use rng::Rng;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {

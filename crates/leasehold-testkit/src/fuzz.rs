@@ -1,18 +1,18 @@
-//! The fuzz targets of fuzz/ run here on every `cargo test`, without a
-//! nightly compiler: each committed corpus file as it is, then a bounded
-//! number of deterministic mutations of them (bit flips, byte changes,
-//! inserts, deletes, splices). `cargo fuzz` explores far more; this keeps
-//! what it found (the corpora) from regressing.
+//! The fuzz targets of `fuzz/` on every `cargo test`, without a nightly
+//! compiler: each committed corpus file as it is, then a bounded number of
+//! deterministic mutations of them (bit flips, byte changes, inserts,
+//! deletes, splices). `cargo fuzz` explores far more; this keeps what it
+//! found (the corpora) from regressing.
 
 use std::path::{Path, PathBuf};
 
-use leasehold_safety::fuzz;
-use leasehold_safety::workload::Rng;
+use crate::rng::Rng;
 
 /// Mutations per target on each run.
-const MUTATIONS: usize = 3000;
+pub const MUTATIONS: usize = 3000;
 
-fn corpus(target: &str) -> Vec<Vec<u8>> {
+/// The corpus of `target` under the repository's `fuzz/corpus/`.
+pub fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
         .join(target);
@@ -73,7 +73,8 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-fn drive(target: &str, run: fn(&[u8])) {
+/// Run `target` over its corpus and [`MUTATIONS`] mutations of it.
+pub fn drive(target: &str, run: fn(&[u8])) {
     let seeds = corpus(target);
     for input in &seeds {
         run(input);
@@ -83,29 +84,4 @@ fn drive(target: &str, run: fn(&[u8])) {
         let input = mutate(&mut rng, &seeds);
         run(&input);
     }
-}
-
-#[test]
-fn lock_body_corpus() {
-    drive("lock_body", fuzz::lock_body);
-}
-
-#[test]
-fn manifest_corpus() {
-    drive("manifest", fuzz::manifest);
-}
-
-#[test]
-fn proto_messages_corpus() {
-    drive("proto_messages", fuzz::proto_messages);
-}
-
-#[test]
-fn grpc_service_corpus() {
-    drive("grpc_service", fuzz::grpc_service);
-}
-
-#[test]
-fn http_service_corpus() {
-    drive("http_service", fuzz::http_service);
 }

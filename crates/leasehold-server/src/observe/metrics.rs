@@ -125,33 +125,6 @@ impl Outcome {
 }
 
 impl Outcome {
-    /// The outcome of an acquire.
-    pub fn of_acquire(result: &Result<leasehold_core::Acquire, crate::error::ApiError>) -> Outcome {
-        match result {
-            Ok(leasehold_core::Acquire::Acquired { .. }) => Outcome::Acquired,
-            Ok(leasehold_core::Acquire::HeldByOther) => Outcome::HeldByOther,
-            Err(err) => Outcome::of_error(err),
-        }
-    }
-
-    /// The outcome of a release.
-    pub fn of_release(result: &Result<leasehold_core::Release, crate::error::ApiError>) -> Outcome {
-        match result {
-            Ok(leasehold_core::Release::Released) => Outcome::Released,
-            Ok(leasehold_core::Release::NotFound) => Outcome::NotFound,
-            Ok(leasehold_core::Release::HeldByOther) => Outcome::BelongsToOthers,
-            Err(err) => Outcome::of_error(err),
-        }
-    }
-
-    /// The outcome of any other call.
-    pub fn of<T>(result: &Result<T, crate::error::ApiError>) -> Outcome {
-        match result {
-            Ok(_) => Outcome::Ok,
-            Err(err) => Outcome::of_error(err),
-        }
-    }
-
     /// `invalid` for the caller's mistakes, `error` for the service's.
     pub fn of_error(err: &crate::error::ApiError) -> Outcome {
         use crate::error::ErrorKind as K;
@@ -166,49 +139,6 @@ impl Outcome {
             | K::TooManyRequests => Outcome::Invalid,
             _ => Outcome::Error,
         }
-    }
-}
-
-impl Outcome {
-    /// The outcome of a renewal.
-    pub fn of_renew(
-        result: &Result<crate::extended::RenewOutcome, crate::error::ApiError>,
-    ) -> Outcome {
-        use crate::extended::RenewOutcome as R;
-        match result {
-            Ok(R::Renewed { .. }) => Outcome::Renewed,
-            Ok(R::NotFound) => Outcome::NotFound,
-            Ok(R::HeldByOther) => Outcome::BelongsToOthers,
-            Ok(R::HoldLimitReached) => Outcome::HoldLimitReached,
-            Err(err) => Outcome::of_error(err),
-        }
-    }
-}
-
-/// Count a front end's answer on its way out.
-pub trait Counted: Sized {
-    /// Record this result as one request and pass it on.
-    fn counted(
-        self,
-        metrics: &Metrics,
-        op: Op,
-        transport: Transport,
-        store: &str,
-        classify: fn(&Self) -> Outcome,
-    ) -> Self;
-}
-
-impl<T> Counted for Result<T, crate::error::ApiError> {
-    fn counted(
-        self,
-        metrics: &Metrics,
-        op: Op,
-        transport: Transport,
-        store: &str,
-        classify: fn(&Self) -> Outcome,
-    ) -> Self {
-        metrics.request(op, transport, store, classify(&self));
-        self
     }
 }
 
@@ -271,15 +201,17 @@ pub enum LossReason {
     HoldLimit,
     ForceUnlocked,
     RenewFailed,
+    Shutdown,
 }
 
 impl LossReason {
-    const ALL: [LossReason; 5] = [
+    const ALL: [LossReason; 6] = [
         LossReason::Expired,
         LossReason::HeldByOther,
         LossReason::HoldLimit,
         LossReason::ForceUnlocked,
         LossReason::RenewFailed,
+        LossReason::Shutdown,
     ];
 
     fn name(self) -> &'static str {
@@ -289,6 +221,7 @@ impl LossReason {
             LossReason::HoldLimit => "hold_limit",
             LossReason::ForceUnlocked => "force_unlocked",
             LossReason::RenewFailed => "renew_failed",
+            LossReason::Shutdown => "shutdown",
         }
     }
 }
@@ -362,7 +295,8 @@ impl Metrics {
         }
     }
 
-    fn store_index(&self, store: &str) -> usize {
+    /// The index of `store` among the labels (unknown stores share one).
+    pub fn store_index(&self, store: &str) -> usize {
         self.stores
             .iter()
             .position(|s| s == store)
@@ -373,9 +307,9 @@ impl Metrics {
         self.stores.get(index).map_or("", String::as_str)
     }
 
-    /// Count one request.
-    pub fn request(&self, op: Op, transport: Transport, store: &str, outcome: Outcome) {
-        let s = self.store_index(store);
+    /// Count one request to the store of index `s` (see
+    /// [`Metrics::store_index`]).
+    pub fn request(&self, op: Op, transport: Transport, s: usize, outcome: Outcome) {
         // Each `ALL` lists its enum in declaration order, so a variant's
         // discriminant is its index (checked by a test below).
         let (o, t, r) = (op as usize, transport as usize, outcome as usize);
@@ -686,10 +620,30 @@ mod tests {
     #[test]
     fn counts_and_renders_with_bounded_labels() {
         let m = Metrics::new(["b".to_owned(), "a".to_owned()]);
-        m.request(Op::TryLock, Transport::Http, "a", Outcome::Acquired);
-        m.request(Op::TryLock, Transport::Http, "a", Outcome::Acquired);
-        m.request(Op::Unlock, Transport::Grpc, "b", Outcome::BelongsToOthers);
-        m.request(Op::TryLock, Transport::Grpc, "nope", Outcome::Invalid);
+        m.request(
+            Op::TryLock,
+            Transport::Http,
+            m.store_index("a"),
+            Outcome::Acquired,
+        );
+        m.request(
+            Op::TryLock,
+            Transport::Http,
+            m.store_index("a"),
+            Outcome::Acquired,
+        );
+        m.request(
+            Op::Unlock,
+            Transport::Grpc,
+            m.store_index("b"),
+            Outcome::BelongsToOthers,
+        );
+        m.request(
+            Op::TryLock,
+            Transport::Grpc,
+            m.store_index("nope"),
+            Outcome::Invalid,
+        );
         m.store_call("a", StoreOp::TryLock, Duration::from_micros(70), None);
         m.lease_lost("a", LossReason::ForceUnlocked);
         let text = m.render(&[]);

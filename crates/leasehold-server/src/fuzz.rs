@@ -1,10 +1,10 @@
-//! Fuzz targets, written once as plain functions of bytes (libFuzzer's
-//! shape) so that `cargo fuzz` (fuzz/, its own workspace) and a bounded
-//! loop in this crate's tests drive the same code. Each must return, never
+//! Fuzz targets of the sidecar's decoders and front ends, written once as
+//! plain functions of bytes (libFuzzer's shape) so that `cargo fuzz`
+//! (`fuzz/`, its own workspace) and a bounded loop in this crate's tests
+//! (`tests/fuzz_corpus.rs`) drive the same code. Each must return, never
 //! panic, whatever the bytes.
 //!
-//! * [`lock_body`]: the Dapr HTTP JSON bodies (`json::LockBody::parse`);
-//! * [`manifest`]: the component YAML loader (`manifest::parse_file`);
+//! * [`lock_body`]: the JSON bodies of Dapr's lock routes;
 //! * [`proto_messages`]: every request message of both APIs decoded with
 //!   prost, and re-encoded when it decodes;
 //! * [`grpc_service`]: the bytes as the message of each unary RPC, sent
@@ -12,61 +12,33 @@
 //! * [`http_service`]: the bytes as the body of each JSON route, sent
 //!   through the real HTTP router over an in-memory store.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use leasehold_core::manifest::{LoadContext, Loaded, parse_file};
 use leasehold_core::metadata::Metadata;
 use leasehold_proto::{dapr, v1};
-use leasehold_server::AppState;
-use leasehold_server::auth::Auth;
-use leasehold_server::json::LockBody;
-use leasehold_server::service::{Limits, LockService};
 use prost::Message;
 
-/// Decode a Dapr lock or unlock body.
-pub fn lock_body(data: &[u8]) {
-    if let Ok(body) = LockBody::parse(data) {
-        // A body that decodes says the same once written back as JSON.
-        let again = serde_json::json!({
-            "resourceId": body.resource_id,
-            "lockOwner": body.lock_owner,
-            "expiryInSeconds": body.expiry_in_seconds,
-        })
-        .to_string();
-        let reparsed = LockBody::parse(again.as_bytes()).expect("re-encoded body parses");
-        assert_eq!(reparsed, body, "body changed across a round trip");
-    }
-}
+use crate::app::AppState;
+use crate::auth::Token;
+use crate::http::json::{self, Unknown};
+use crate::service::{Limits, LockService};
 
-/// Load the bytes as a component file, with a fixed environment.
-pub fn manifest(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
+/// Decode a Dapr lock body; one that decodes says the same once written
+/// back as JSON.
+pub fn lock_body(data: &[u8]) {
+    let Ok(body) = json::decode::<dapr::TryLockRequest>(data, Unknown::Ignore) else {
         return;
     };
-    let env: HashMap<String, String> = [
-        ("LOCKS_PASSWORD".to_owned(), "secret".to_owned()),
-        ("NAMESPACE".to_owned(), "ns".to_owned()),
-    ]
-    .into_iter()
-    .collect();
-    let cx = LoadContext {
-        app_id: "app",
-        env: &env,
-    };
-    let mut loaded = Loaded::default();
-    let mut errors = Vec::new();
-    parse_file(Path::new("fuzz.yaml"), text, cx, &mut loaded, &mut errors);
-    for component in &loaded.components {
-        // Whatever loads has a name and a lower-cased type.
-        assert!(
-            !component.name.is_empty(),
-            "a component without a name loaded"
-        );
-        assert_eq!(component.type_name, component.type_name.to_lowercase());
-    }
+    let mut again = json::Writer::default();
+    again.string("resource_id", &body.resource_id);
+    again.string("lock_owner", &body.lock_owner);
+    again.int("expiry_in_seconds", body.expiry_in_seconds.into());
+    again.string("store_name", &body.store_name);
+    let again = again.finish();
+    let reparsed: dapr::TryLockRequest =
+        json::decode(again.as_bytes(), Unknown::Refuse).expect("re-encoded body parses");
+    assert_eq!(reparsed, body, "body changed across a round trip");
 }
 
 fn round_trip<M: Message + Default + PartialEq>(data: &[u8]) {
@@ -125,13 +97,9 @@ fn harness() -> &'static Harness {
         };
         let service = runtime
             .block_on(LockService::build("app", &[component], &cx, limits))
-            .map_err(|err| err.problems.join("; "))
-            .expect("in-memory service");
-        let auth = Auth {
-            admin: leasehold_server::auth::Token::new("admin"),
-            ..Auth::default()
-        };
-        let app = AppState::new(Arc::new(service), auth, 1 << 16);
+            .expect("in-memory service")
+            .with_admin_token(Token::new("admin"));
+        let app = AppState::new(Arc::new(service), None, 1 << 16, 0);
         Harness { runtime, app }
     })
 }
@@ -175,13 +143,9 @@ pub fn grpc_service(data: &[u8]) {
     let app = harness.app.clone();
     harness.runtime.block_on(async move {
         let response = if path.starts_with("/dapr.") {
-            leasehold_server::grpc::dapr_service(app)
-                .call(request)
-                .await
+            crate::grpc::dapr::service(app).call(request).await
         } else {
-            leasehold_server::grpc_v1::locks_service(app)
-                .call(request)
-                .await
+            crate::grpc::v1::service(app).call(request).await
         };
         let response = response.expect("the gRPC service answers");
         // Drain the body so that the whole handler runs.
@@ -217,7 +181,7 @@ pub fn http_service(data: &[u8]) {
         .header("leasehold-admin-token", "admin")
         .body(axum::body::Body::from(body.to_vec()))
         .expect("request");
-    let mut router = leasehold_server::http::router(harness.app.clone());
+    let mut router = crate::http::router(harness.app.clone());
     harness.runtime.block_on(async move {
         let response = router.call(request).await.expect("infallible");
         let status = response.status();

@@ -17,9 +17,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::auth::ADMIN_TOKEN_HEADER;
-use crate::metrics::{Gauge, Metrics, escape, process_gauges};
+use crate::http::{response, unescape};
+use crate::observe::metrics::{Gauge, Metrics, escape, process_gauges};
+use crate::service::Operation;
+use crate::service::locks::{List, Status};
 
 const PAGE: &str = include_str!("live/index.html");
 
@@ -49,47 +52,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The backend health of every store: checks each store now (bounded by
-/// the store timeout) and reports what it saw, with the last error.
-pub async fn health_json(app: &AppState) -> (bool, Value) {
-    let mut stores = Vec::new();
-    let mut all = true;
-    let mut handles: Vec<_> = app.service.stores().cloned().collect();
-    handles.sort_by(|a, b| a.name.cmp(&b.name));
-    for handle in handles {
-        let check =
-            tokio::time::timeout(app.service.limits().store_timeout, handle.store.health()).await;
-        let result = match check {
-            Ok(result) => result,
-            Err(_) => Err(leasehold_core::StoreError::Timeout(
-                app.service.limits().store_timeout,
-            )),
-        };
-        handle.record_check(result.as_ref().map(|_| ()));
-        let health = handle.health();
-        all &= health.reachable;
-        let stamp = |t: Option<SystemTime>| {
-            t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as u64)
-        };
-        stores.push(json!({
-            "name": handle.name,
-            "type": handle.type_name,
-            "reachable": health.reachable,
-            "lastError": health.last_error,
-            "lastErrorAtMs": stamp(health.last_error_at),
-            "checkedAtMs": stamp(health.checked_at),
-        }));
-    }
-    (all, json!({ "healthy": all, "stores": stores }))
-}
-
 /// Serve the admin listener until `shutdown`.
 pub async fn serve_admin(
     listener: TcpListener,
     app: Arc<AppState>,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), crate::error::ServeError> {
     let started_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -103,7 +71,10 @@ pub async fn serve_admin(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .map_err(|err| format!("admin server failed: {err}"))
+        .map_err(|err| crate::error::ServeError::Server {
+            what: "metrics",
+            message: err.to_string(),
+        })
 }
 
 async fn sample(admin: Arc<Admin>, shutdown: CancellationToken) {
@@ -159,23 +130,15 @@ fn quantile(buckets: &[u64], q: f64) -> f64 {
 async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     match path.as_str() {
-        "/metrics" => crate::http::response(
+        "/metrics" => response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             render_metrics(&admin),
         ),
-        "/v1/health" => {
-            let (healthy, body) = health_json(&admin.app).await;
-            let status = if healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            crate::http::response(status, "application/json", body.to_string())
-        }
+        "/v1/health" => crate::http::health::respond(&admin.app.service).await,
         "/" | "/live.json" => {
             if let Err(message) = authorized(&admin.app, &request) {
-                let mut response = crate::http::response(
+                let mut response = response(
                     StatusCode::UNAUTHORIZED,
                     "text/plain; charset=utf-8",
                     message,
@@ -187,16 +150,16 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
                 return response;
             }
             if path == "/" {
-                crate::http::response(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned())
+                response(StatusCode::OK, "text/html; charset=utf-8", PAGE.to_owned())
             } else {
-                crate::http::response(
+                response(
                     StatusCode::OK,
                     "application/json",
                     live_json(&admin).await.to_string(),
                 )
             }
         }
-        _ => crate::http::response(
+        _ => response(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found: try /metrics, /v1/health or /\n".to_owned(),
@@ -226,11 +189,12 @@ fn authorized(app: &AppState, request: &Request) -> Result<(), String> {
     let query = request.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|pair| pair.strip_prefix("token="))
-            .and_then(|v| crate::http::unescape(v).ok())
+            .and_then(|v| unescape(v).ok())
             .map(|v| v.as_bytes().to_vec())
     });
     let presented = header.or(basic).or(query);
-    app.check_admin(presented.as_deref())
+    app.service
+        .check_admin(presented.as_deref())
         .map_err(|err| format!("{}\n", err.message))
 }
 
@@ -327,15 +291,21 @@ async fn live_json(admin: &Admin) -> Value {
     for handle in handles {
         // Every live lock of the app's scope, up to 200 per store.
         let locks = if handle.capabilities.admin {
-            match service.list(&handle.name, "", "", 200).await {
+            let list = List {
+                store: handle.name.to_string(),
+                prefix: String::new(),
+                page_token: String::new(),
+                page_size: 200,
+            };
+            match list.run(service).await {
                 Ok(page) => {
                     let mut locks = Vec::new();
                     for lock in page.locks {
-                        let waiters = service
-                            .status(&handle.name, &lock.resource_id)
-                            .await
-                            .map(|(_, w)| w)
-                            .unwrap_or(0);
+                        let status = Status {
+                            store: handle.name.to_string(),
+                            resource_id: lock.resource_id.clone(),
+                        };
+                        let waiters = status.run(service).await.map_or(0, |s| s.waiters);
                         locks.push(json!({
                             "resourceId": lock.resource_id,
                             "owner": lock.owner,
@@ -353,7 +323,7 @@ async fn live_json(admin: &Admin) -> Value {
         };
         let health = handle.health();
         stores.push(json!({
-            "name": handle.name,
+            "name": &*handle.name,
             "type": handle.type_name,
             "capabilities": handle.capabilities.names(),
             "reachable": health.reachable,
@@ -370,7 +340,7 @@ async fn live_json(admin: &Admin) -> Value {
         .collect();
     json!({
         "appId": service.app_id(),
-        "version": crate::RUNTIME_VERSION,
+        "version": crate::wire::dapr::RUNTIME_VERSION,
         "waiters": service.waiting(),
         "holdStreams": service.holding(),
         "stores": stores,
