@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::load::{self, RunSpec, Target, Workload};
-use crate::procs::{self, Sidecar};
+use leasehold_testkit::{component, procs};
+
+use crate::procs::start_sidecar;
 use crate::report::{self, BarGroup, Row, Series};
 
 #[derive(Debug, clap::Args)]
@@ -537,7 +539,7 @@ async fn v1_available(grpc: &str, store: &str) -> bool {
 async fn startup(plan: &Plan) -> Result<Startup> {
     let mut startup = Startup::default();
     for index in 0..plan.starts {
-        let sidecar = Sidecar::start(&plan.leasehold, None)?;
+        let sidecar = start_sidecar(&plan.leasehold, None);
         startup.ready_ms.push(sidecar.ready_ms);
         if let Some(ms) = sidecar.startup_ms {
             startup.startup_ms.push(ms);
@@ -583,7 +585,7 @@ async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
         results.startup = Some(startup(plan).await?);
     }
     let memory = if with_memory {
-        Some(Sidecar::start(&plan.leasehold, None)?)
+        Some(start_sidecar(&plan.leasehold, None))
     } else {
         None
     };
@@ -593,11 +595,8 @@ async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
     });
     let redis_sidecar = match &redis {
         Some(redis) => {
-            let yaml = format!(
-                "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: redisstore\nspec:\n  type: lock.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: \"{}\"\n",
-                redis.addr()
-            );
-            Some(Sidecar::start(&plan.leasehold, Some(&yaml))?)
+            let yaml = component("redisstore", "lock.redis", &[("redisHost", &redis.addr())]);
+            Some(start_sidecar(&plan.leasehold, Some(&yaml)))
         }
         None => None,
     };
@@ -635,7 +634,7 @@ async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
             group,
             label: "sidecar-http",
             target: Target::Http {
-                addr: sidecar.http.clone(),
+                addr: sidecar.http.to_string(),
                 store: store.to_owned(),
             },
             pids,
@@ -644,7 +643,7 @@ async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
             group,
             label: "sidecar-grpc",
             target: Target::DaprGrpc {
-                addr: sidecar.grpc.clone(),
+                addr: sidecar.grpc.to_string(),
                 store: store.to_owned(),
             },
             pids,
@@ -674,12 +673,12 @@ async fn memory_and_redis(plan: &Plan, results: &mut Results) -> Result<()> {
         .cloned()
         .collect();
     for &(group, store, sidecar, backend) in &sidecars {
-        if v1_available(&sidecar.grpc, store).await {
+        if v1_available(&sidecar.grpc.to_string(), store).await {
             renew_entries.push(Entry {
                 group,
                 label: "sidecar-grpc-v1",
                 target: Target::V1Grpc {
-                    addr: sidecar.grpc.clone(),
+                    addr: sidecar.grpc.to_string(),
                     store: store.to_owned(),
                 },
                 pids: Pids {
@@ -833,24 +832,6 @@ fn which(name: &str) -> Result<PathBuf> {
         .with_context(|| format!("{name} is not on PATH"))
 }
 
-/// The pid of a running process whose command line holds `needle`.
-fn pid_with_cmdline(needle: &str) -> Option<u32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// A backend measured at two client counts only: its own CPU per write
 /// makes long sweeps slow and tells nothing new.
 async fn side_by_side(
@@ -860,7 +841,7 @@ async fn side_by_side(
     store: &str,
     results: &mut Results,
 ) -> Result<()> {
-    let sidecar = Sidecar::start(&plan.leasehold, Some(component))?;
+    let sidecar = start_sidecar(&plan.leasehold, Some(component));
     let group = raw.group;
     let pids = Pids {
         sidecar: Some(sidecar.pid()),
@@ -872,7 +853,7 @@ async fn side_by_side(
             group,
             label: "sidecar-http",
             target: Target::Http {
-                addr: sidecar.http.clone(),
+                addr: sidecar.http.to_string(),
                 store: store.to_owned(),
             },
             pids,
@@ -881,7 +862,7 @@ async fn side_by_side(
             group,
             label: "sidecar-grpc",
             target: Target::DaprGrpc {
-                addr: sidecar.grpc.clone(),
+                addr: sidecar.grpc.to_string(),
                 store: store.to_owned(),
             },
             pids,
@@ -900,10 +881,8 @@ async fn etcd_group(plan: &Plan, results: &mut Results) -> Result<()> {
     let cluster = leasehold_testkit::etcd::EtcdCluster::single();
     let endpoint = cluster.endpoints();
     let port = cluster.members()[0].client_port;
-    let pid = pid_with_cmdline(&format!("127.0.0.1:{port}"));
-    let component = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: etcdstore\nspec:\n  type: lock.etcd\n  version: v1\n  metadata:\n  - name: endpoints\n    value: \"{endpoint}\"\n"
-    );
+    let pid = procs::pid_with_cmdline(&format!("127.0.0.1:{port}"), None);
+    let component = component("etcdstore", "lock.etcd", &[("endpoints", &endpoint)]);
     let raw = Target::Etcd {
         endpoint: endpoint.clone(),
     };
@@ -930,8 +909,10 @@ async fn postgres_group(plan: &Plan, results: &mut Results) -> Result<()> {
     client.batch_execute(load::PG_SETUP).await?;
     drop(client);
     let _ = driver.await;
-    let component = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pgstore\nspec:\n  type: lock.postgresql\n  version: v1\n  metadata:\n  - name: connectionString\n    value: \"{conninfo}\"\n"
+    let component = component(
+        "pgstore",
+        "lock.postgresql",
+        &[("connectionString", &conninfo)],
     );
     let raw = Target::Postgres { conninfo };
     let raw = Entry {
@@ -958,18 +939,18 @@ async fn scale_group(plan: &Plan, results: &mut Results) -> Result<()> {
         ..Scale::default()
     };
     {
-        let sidecar = Sidecar::start(&plan.leasehold, None)?;
+        let sidecar = start_sidecar(&plan.leasehold, None);
         let pids = Pids {
             sidecar: Some(sidecar.pid()),
             backend: None,
         };
         let grpc = Target::DaprGrpc {
-            addr: sidecar.grpc.clone(),
+            addr: sidecar.grpc.to_string(),
             store: store.to_owned(),
         };
         scale.rss_idle_mb = procs::rss_bytes(sidecar.pid()).map_or(0.0, mb);
         load::fill(
-            &sidecar.grpc,
+            &sidecar.grpc.to_string(),
             store,
             "held-",
             0..small,
@@ -985,7 +966,7 @@ async fn scale_group(plan: &Plan, results: &mut Results) -> Result<()> {
         results.rows.push(row);
         let rss_small = procs::rss_bytes(sidecar.pid()).unwrap_or(0);
         let (taken, took) = load::fill(
-            &sidecar.grpc,
+            &sidecar.grpc.to_string(),
             store,
             "held-",
             small..large,
@@ -1019,13 +1000,13 @@ async fn scale_group(plan: &Plan, results: &mut Results) -> Result<()> {
     // The wave: a fresh sidecar filled with leases that all end within a
     // few seconds of one moment planned after the fill; meanwhile other
     // clients keep locking and unlocking.
-    let sidecar = Sidecar::start(&plan.leasehold, None)?;
+    let sidecar = start_sidecar(&plan.leasehold, None);
     let pids = Pids {
         sidecar: Some(sidecar.pid()),
         backend: None,
     };
     let grpc = Target::DaprGrpc {
-        addr: sidecar.grpc.clone(),
+        addr: sidecar.grpc.to_string(),
         store: store.to_owned(),
     };
     let spread: u64 = 3;
@@ -1039,7 +1020,7 @@ async fn scale_group(plan: &Plan, results: &mut Results) -> Result<()> {
         (left.as_secs() + 1).min(3_600) as i32
     });
     load::fill(
-        &sidecar.grpc,
+        &sidecar.grpc.to_string(),
         store,
         "wave-",
         0..large,

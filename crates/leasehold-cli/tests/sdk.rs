@@ -70,6 +70,7 @@ impl Sidecars {
                 args: vec!["--app-id".into(), format!("{app_id}-token")],
                 env: vec![("DAPR_API_TOKEN".into(), TOKEN.into())],
                 ports: None,
+                components: None,
             },
         );
         Sidecars { plain, token }

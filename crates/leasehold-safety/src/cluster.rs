@@ -99,6 +99,7 @@ impl SidecarSlot {
             args,
             env,
             ports: None,
+            components: None,
         };
         let sidecar = Sidecar::start(binary, options.clone());
         options.ports = Some((sidecar.http.port(), sidecar.grpc.port()));

@@ -33,6 +33,7 @@ fn two_sidecars_on_redis() -> (RedisServer, Sidecar, Sidecar, tempfile::TempDir)
                 ],
                 env: Vec::new(),
                 ports: None,
+                components: None,
             },
         )
     };

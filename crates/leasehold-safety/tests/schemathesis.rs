@@ -57,6 +57,7 @@ fn openapi_document_holds_against_a_running_sidecar() {
                 ("LEASEHOLD_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ],
             ports: None,
+            components: None,
         },
     );
     let document = root().join("crates/leasehold-server/openapi.yaml");

@@ -10,8 +10,9 @@ use std::time::Duration;
 use leasehold_core::metadata::Metadata;
 use leasehold_core::{Acquire, LockStore, Release, StoreErrorKind};
 use leasehold_stores::postgres::{Config, PostgresStore};
+use leasehold_testkit::pki::{TestCa, Usage};
 use leasehold_testkit::postgres::Postgres;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -216,111 +217,6 @@ async fn fails_fast_while_down_and_recovers_by_itself() {
     drop(server);
 }
 
-/// Run `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("cannot run the openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed CA (`<name>.crt`, `<name>.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    dir.join(format!("{name}.crt"))
-}
-
-/// A certificate signed by CA `ca` for `subject_alt_name` with
-/// `extended_key_usage`: (`<name>.crt`, `<name>.key`).
-fn make_leaf(
-    dir: &Path,
-    ca: &str,
-    name: &str,
-    subject_alt_name: &str,
-    extended_key_usage: &str,
-) -> (PathBuf, PathBuf) {
-    let ext = dir.join(format!("{name}.ext"));
-    std::fs::write(
-        &ext,
-        format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage={extended_key_usage}\nsubjectAltName={subject_alt_name}\n"
-        ),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-days",
-            "2",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-    (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    )
-}
-
 /// A server with `ssl = on` and a certificate for IP 127.0.0.1 from a CA
 /// of its own; also a CA that did not sign it.
 struct TlsServer {
@@ -332,14 +228,14 @@ struct TlsServer {
 
 fn start_tls_server() -> TlsServer {
     let dir = tempfile::tempdir().unwrap();
-    let ca = make_ca(dir.path(), "ca");
-    let wrong_ca = make_ca(dir.path(), "other-ca");
-    let (cert, key) = make_leaf(dir.path(), "ca", "server", "IP:127.0.0.1", "serverAuth");
-    let server = Postgres::start_tls(&cert, &key);
+    let ca = TestCa::new(dir.path(), "ca");
+    let wrong_ca = TestCa::new(dir.path(), "other-ca");
+    let issued = ca.issue("server", Usage::Server);
+    let server = Postgres::start_tls(&issued.cert, &issued.key);
     TlsServer {
         server,
-        ca,
-        wrong_ca,
+        ca: ca.cert(),
+        wrong_ca: wrong_ca.cert(),
         _dir: dir,
     }
 }

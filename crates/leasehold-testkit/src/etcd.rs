@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pki::{Issued, TestCa, Usage};
 use crate::{ServerProcess, find_binary, free_port, wait_until};
 
 /// How long a member or a cluster may take to answer its health check. Long,
@@ -75,12 +76,12 @@ impl EtcdMember {
         if let Some(tls) = &self.tls {
             command
                 .arg("--cert-file")
-                .arg(tls.path("server.pem"))
+                .arg(&tls.server.cert)
                 .arg("--key-file")
-                .arg(tls.path("server.key"))
+                .arg(&tls.server.key)
                 .arg("--client-cert-auth")
                 .arg("--trusted-ca-file")
-                .arg(tls.path("ca.pem"))
+                .arg(tls.ca.cert())
                 .arg("--listen-metrics-urls")
                 .arg(format!("http://127.0.0.1:{}", self.health_port));
         }
@@ -209,15 +210,7 @@ impl EtcdCluster {
             .prefix("leasehold-etcd-")
             .tempdir()
             .expect("cannot create a temporary directory");
-        let tls = if with_tls {
-            let openssl = find_binary("openssl", "LEASEHOLD_OPENSSL", &[]);
-            Some(Arc::new(EtcdTls::generate(
-                &openssl,
-                &dir.path().join("tls"),
-            )))
-        } else {
-            None
-        };
+        let tls = with_tls.then(|| Arc::new(EtcdTls::generate(&dir.path().join("tls"))));
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -325,124 +318,38 @@ impl EtcdCluster {
     }
 }
 
-/// Certificates for a TLS cluster, made with the `openssl` command: a CA,
-/// a server certificate for IP 127.0.0.1 (`serverAuth`) and a client
-/// certificate (`clientAuth`), all with the v3 extensions rustls requires.
+/// The certificates of a TLS cluster: a CA, the members' server
+/// certificate and a client certificate.
 #[derive(Debug)]
 pub struct EtcdTls {
-    dir: PathBuf,
+    ca: TestCa,
+    server: Issued,
+    client: Issued,
 }
 
 impl EtcdTls {
-    fn generate(openssl: &Path, dir: &Path) -> EtcdTls {
-        std::fs::create_dir_all(dir).expect("cannot create the TLS directory");
-        let run = |args: &[&str]| {
-            let output = Command::new(openssl)
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("cannot run openssl");
-            assert!(
-                output.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let new_key = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(new_key);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=leasehold test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&ca);
-        for (name, subject, extensions, serial) in [
-            (
-                "server",
-                "/CN=127.0.0.1",
-                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-                "2",
-            ),
-            (
-                "client",
-                "/CN=leasehold",
-                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-                "3",
-            ),
-        ] {
-            let ext = format!("{name}.ext");
-            std::fs::write(dir.join(&ext), extensions).expect("cannot write an extensions file");
-            let (key, csr, pem) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-            );
-            let mut request = vec!["req"];
-            request.extend(new_key);
-            request.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
-            run(&request);
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                serial,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ]);
-        }
+    fn generate(dir: &Path) -> EtcdTls {
+        let ca = TestCa::new(dir, "ca");
         EtcdTls {
-            dir: dir.to_owned(),
+            server: ca.issue("server", Usage::Server),
+            client: ca.issue("client", Usage::Client),
+            ca,
         }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.path(file))
-            .unwrap_or_else(|err| panic!("cannot read {file}: {err}"))
     }
 
     /// The CA certificate (PEM), as `caCert` takes it.
     pub fn ca_pem(&self) -> String {
-        self.read("ca.pem")
+        self.ca.cert_pem()
     }
 
     /// The client certificate (PEM), as `clientCert` takes it.
     pub fn client_cert_pem(&self) -> String {
-        self.read("client.pem")
+        self.client.cert_pem()
     }
 
     /// The client's private key (PEM), as `clientKey` takes it.
     pub fn client_key_pem(&self) -> String {
-        self.read("client.key")
+        self.client.key_pem()
     }
 }
 

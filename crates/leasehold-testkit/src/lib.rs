@@ -12,14 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod component;
 pub mod etcd;
 pub mod fuzz;
 pub mod http;
+pub mod pki;
 pub mod postgres;
+pub mod procs;
 pub mod redis;
 pub mod rng;
 pub mod sidecar;
 
+pub use component::component;
 pub use rng::Rng;
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -88,15 +92,36 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Start `command` with stdout and stderr going to `log`.
-    pub fn spawn(name: &str, mut command: Command, log: &Path) -> ServerProcess {
-        let out = std::fs::File::create(log).expect("cannot create a log file");
+    pub fn spawn(name: &str, command: Command, log: &Path) -> ServerProcess {
+        Self::spawn_watched(name, command, log, |_| {})
+    }
+
+    /// The same, with every line the process writes on stdout also shown
+    /// to `watch` as it comes (a thread copies stdout into the log), so a
+    /// caller can act on a line the moment it is written.
+    pub fn spawn_watched(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        mut watch: impl FnMut(&str) + Send + 'static,
+    ) -> ServerProcess {
+        let mut out = std::fs::File::create(log).expect("cannot create a log file");
         let err = out.try_clone().expect("cannot clone a log file handle");
-        let child = command
+        let mut child = command
             .stdin(Stdio::null())
-            .stdout(out)
+            .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                watch(&line);
+                let _ = writeln!(out, "{line}");
+            }
+        });
         ServerProcess {
             name: name.to_owned(),
             child: Some(child),

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use crate::{ServerProcess, wait_until};
+use crate::ServerProcess;
 
 /// The line `leasehold serve` prints on stdout once both listeners are bound.
 pub const READY_PREFIX: &str = "leasehold ready";
@@ -54,8 +55,13 @@ pub struct Sidecar {
     pub grpc: SocketAddr,
     /// The metrics listener, when on.
     pub metrics: Option<SocketAddr>,
-    /// A temporary data directory that lives as long as the sidecar, unless
-    /// the caller passed its own `--data-dir`.
+    /// Wall time from the spawn to the ready line on stdout.
+    pub ready_ms: f64,
+    /// What the sidecar itself says its start took (`startup_ms=`).
+    pub startup_ms: Option<f64>,
+    /// A temporary directory that lives as long as the sidecar: its log,
+    /// its data directory unless the caller passed `--data-dir`, and its
+    /// resources path when [`SidecarOptions::components`] is set.
     pub dir: tempfile::TempDir,
 }
 
@@ -68,6 +74,9 @@ pub struct SidecarOptions {
     pub env: Vec<(String, String)>,
     /// Fixed ports instead of kernel-chosen ones.
     pub ports: Option<(u16, u16)>,
+    /// Component YAML to serve, written to a resources path of the
+    /// sidecar's own.
+    pub components: Option<String>,
 }
 
 impl Sidecar {
@@ -93,6 +102,12 @@ impl Sidecar {
         if !options.args.iter().any(|a| a == "--data-dir") {
             command.arg("--data-dir").arg(dir.path().join("data"));
         }
+        if let Some(yaml) = &options.components {
+            let resources = dir.path().join("components");
+            std::fs::create_dir_all(&resources).expect("cannot create a resources path");
+            crate::component::write(&resources, "components.yaml", yaml);
+            command.arg("--resources-path").arg(&resources);
+        }
         command.args(&options.args);
         // The caller's environment must not leak Dapr settings into the test.
         for var in [
@@ -109,27 +124,48 @@ impl Sidecar {
             command.env(name, value);
         }
         let log = dir.path().join("leasehold.log");
-        let mut process = ServerProcess::spawn("leasehold", command, &log);
-        let mut addresses = None;
-        wait_until(Duration::from_secs(30), "leasehold to be ready", || {
-            if !process.is_running() {
-                panic!(
+        let (ready, lines) = mpsc::channel();
+        let started = Instant::now();
+        let mut process = ServerProcess::spawn_watched("leasehold", command, &log, move |line| {
+            if line.starts_with(READY_PREFIX) {
+                let _ = ready.send((line.to_owned(), Instant::now()));
+            }
+        });
+        let deadline = started + Duration::from_secs(30);
+        let (line, at) = loop {
+            match lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(ready) => break ready,
+                Err(_) if !process.is_running() => panic!(
                     "leasehold exited before it was ready:\n{}",
                     process.log_text()
-                );
+                ),
+                Err(_) if Instant::now() > deadline => panic!(
+                    "leasehold was not ready within 30 s:\n{}",
+                    process.log_text()
+                ),
+                Err(_) => {}
             }
-            addresses = parse_ready(&process.log_text());
-            addresses.is_some()
-        });
-        let (http, grpc) = addresses.expect("ready line parsed");
-        let metrics = parse_metrics(&process.log_text());
+        };
+        let (http, grpc) = parse_ready(&line).expect("the ready line names both listeners");
+        let startup_ms = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("startup_ms="))
+            .and_then(|ms| ms.parse().ok());
         Sidecar {
             process,
             http,
             grpc,
-            metrics,
+            metrics: parse_metrics(&line),
+            ready_ms: at.duration_since(started).as_secs_f64() * 1e3,
+            startup_ms,
             dir,
         }
+    }
+
+    /// The process id (the sidecar runs until it is dropped, unless the
+    /// caller killed it).
+    pub fn pid(&self) -> u32 {
+        self.process.pid().expect("the sidecar was killed")
     }
 
     /// `http://127.0.0.1:port`.

@@ -10,6 +10,10 @@ pub(crate) fn binary() -> &'static Path {
 }
 
 pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+    start_serving(None, args, env)
+}
+
+fn start_serving(components: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
     Sidecar::start(
         binary(),
         SidecarOptions {
@@ -19,6 +23,7 @@ pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             ports: None,
+            components: components.map(str::to_owned),
         },
     )
 }
@@ -30,7 +35,7 @@ pub(crate) fn json(body: &[u8]) -> Value {
 
 pub(crate) fn write_component(dir: &Path, file: &str, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(file), text).unwrap();
+    leasehold_testkit::component::write(dir, file, text);
 }
 
 /// A lock store for the tests that run on every store: the component file
@@ -77,27 +82,10 @@ pub(crate) fn backends() -> Vec<Backend> {
 
 /// A component named `locks` of `type_name` with `metadata`.
 pub(crate) fn component(type_name: &str, metadata: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: locks\nspec:\n  type: {type_name}\n  version: v1\n  metadata:\n"
-    );
-    for (name, value) in metadata {
-        text.push_str(&format!("  - name: {name}\n    value: \"{value}\"\n"));
-    }
-    if metadata.is_empty() {
-        text.push_str("  []\n");
-    }
-    text
+    leasehold_testkit::component("locks", type_name, metadata)
 }
 
 /// Start a sidecar serving `backend` as the store `locks`.
-pub(crate) fn start_with(
-    backend: &Backend,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Sidecar, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    write_component(dir.path(), "locks.yaml", &backend.component);
-    let mut all = vec!["--resources-path", dir.path().to_str().unwrap()];
-    all.extend_from_slice(args);
-    (start(&all, env), dir)
+pub(crate) fn start_with(backend: &Backend, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
+    start_serving(Some(&backend.component), args, env)
 }

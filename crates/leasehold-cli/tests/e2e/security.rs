@@ -9,96 +9,9 @@ use std::time::{Duration, Instant};
 
 use leasehold_client::{Client, Config};
 use leasehold_testkit::http::{post_json, request};
+use leasehold_testkit::pki::{TestCa, Usage};
 
 use crate::common::{json, start};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate.
-fn certificates(dir: &Path) {
-    // Extensions make them X.509 v3 certificates, which rustls requires.
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ],
-    );
-    for name in ["server", "client"] {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        let subject = format!("/CN={name}");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-        );
-        let ext = format!("{name}.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-}
 
 fn curl(args: &[&str]) -> (bool, String) {
     let output = Command::new("curl")
@@ -115,16 +28,20 @@ fn curl(args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_on_both_listeners() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let ca = TestCa::new(dir.path(), "ca");
+    let (server, client) = (
+        ca.issue("server", Usage::Server),
+        ca.issue("client", Usage::Client),
+    );
+    let p = |path: &Path| path.to_str().unwrap().to_owned();
     let sidecar = start(
         &[
             "--tls-cert",
-            &p("server.pem"),
+            &p(&server.cert),
             "--tls-key",
-            &p("server.key"),
+            &p(&server.key),
             "--tls-client-ca",
-            &p("ca.pem"),
+            &p(&ca.cert()),
         ],
         &[],
     );
@@ -137,11 +54,11 @@ async fn tls_with_client_certificates_on_both_listeners() {
     // With the client certificate: served.
     let (ok, out) = curl(&[
         "--cacert",
-        &p("ca.pem"),
+        &p(&ca.cert()),
         "--cert",
-        &p("client.pem"),
+        &p(&client.cert),
         "--key",
-        &p("client.key"),
+        &p(&client.key),
         "-X",
         "POST",
         "-d",
@@ -151,7 +68,7 @@ async fn tls_with_client_certificates_on_both_listeners() {
     assert!(ok, "{out}");
     assert!(out.contains(r#""success":true"#), "{out}");
     // Without one: the handshake is refused.
-    let (ok, _) = curl(&["--cacert", &p("ca.pem"), "-X", "POST", "-d", body, &url]);
+    let (ok, _) = curl(&["--cacert", &p(&ca.cert()), "-X", "POST", "-d", body, &url]);
     assert!(!ok, "a client without a certificate was served");
     // Plain HTTP on the TLS port: refused.
     let plain = format!("http://127.0.0.1:{}/v1.0/healthz", sidecar.http.port());
@@ -159,11 +76,10 @@ async fn tls_with_client_certificates_on_both_listeners() {
     assert!(!ok || out.is_empty(), "plain HTTP was served: {out}");
 
     // gRPC with the client library.
-    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
     let endpoint = format!("https://127.0.0.1:{}", sidecar.grpc.port());
     let config = Config::new(endpoint.clone())
-        .with_tls_ca(read("ca.pem"))
-        .with_tls_identity(read("client.pem"), read("client.key"));
+        .with_tls_ca(ca.cert_pem())
+        .with_tls_identity(client.cert_pem(), client.key_pem());
     let client = Client::connect(config).await.expect("mutual TLS connects");
     let guard = client
         .try_lock("lockstore", "grpc-tls", Duration::from_secs(5))
@@ -172,7 +88,7 @@ async fn tls_with_client_certificates_on_both_listeners() {
         .expect("acquired");
     guard.unlock().await.unwrap();
     // Without a client certificate the server refuses the call.
-    let bare = Client::connect(Config::new(endpoint).with_tls_ca(read("ca.pem"))).await;
+    let bare = Client::connect(Config::new(endpoint).with_tls_ca(ca.cert_pem())).await;
     let refused = match bare {
         Err(_) => true,
         Ok(client) => client

@@ -126,7 +126,7 @@ where
     for backend in backends() {
         let Backend { name, .. } = backend;
         eprintln!("store: {name}");
-        let (sidecar, _dir) = start_with(&backend, args, &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
+        let sidecar = start_with(&backend, args, &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
         check(Arc::new(sidecar), name).await;
     }
 }
@@ -652,7 +652,7 @@ async fn status_list_and_admin_tokens() {
 #[test]
 fn http_forms_of_the_v1_api() {
     for backend in backends() {
-        let (sidecar, _dir) = start_with(&backend, &[], &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
+        let sidecar = start_with(&backend, &[], &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
         let post = |path: &str, body: &str| post_json(sidecar.http, path, body);
         let granted = post(
             "/v1/locks/locks/acquire",
@@ -835,7 +835,7 @@ async fn renewals_stopped_by_a_paused_backend_end_the_stream_before_expiry() {
         ),
         _guard: Box::new(()),
     };
-    let (sidecar, _dir) = start_with(&backend, &["--store-timeout", "500ms"], &[]);
+    let sidecar = start_with(&backend, &["--store-timeout", "500ms"], &[]);
     let mut c = client(&sidecar).await;
     let (mut stream, _) = held(&mut c, hold("frozen", "holder", 3000, 0)).await;
     redis.pause();
