@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use leasehold_proto::dapr::dapr_client::DaprClient;
-use leasehold_proto::dapr::{GetMetadataRequest, TryLockRequest, UnlockRequest};
+use leasehold_proto::dapr::{
+    GetMetadataRequest, SetMetadataRequest, TryLockRequest, UnlockRequest,
+};
 use leasehold_testkit::http::{post_json, request};
 use leasehold_testkit::sidecar::Sidecar;
 
@@ -262,6 +264,127 @@ fn http_errors_follow_daprs_table() {
     assert_eq!(json(&response.body)["success"], true);
 }
 
+/// The points where daprd's behaviour is easy to miss, each as daprd
+/// answers it (docs/api.md lists the few deliberate differences).
+#[test]
+fn http_bodies_paths_and_metadata_as_daprd_answers_them() {
+    let sidecar = start(&["--app-id", "exact"], &[]);
+    let lock = "/v1.0-alpha1/lock/lockstore";
+    let post = |path: &str, body: &str| post_json(sidecar.http, path, body);
+    let refused = |path: &str, body: &str, needle: &str| {
+        let response = post(path, body);
+        assert_eq!(response.status, 400, "{body}: {}", response.text());
+        let parsed = json(&response.body);
+        assert_eq!(parsed["errorCode"], "ERR_MALFORMED_REQUEST", "{body}");
+        let message = parsed["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{body}: {message}");
+    };
+
+    // The store name is one path segment: an extra one is a 404.
+    let response = post("/v1.0-alpha1/lock/a/b", &lock_body("r", "o", 5));
+    assert_eq!(response.status, 404, "{}", response.text());
+
+    // A blank body is malformed; an empty one is the default message.
+    refused(lock, " \n", "failed deserializing HTTP body");
+    refused(lock, "null", "failed deserializing HTTP body");
+    refused(lock, "", "ExpiryInSeconds is not positive");
+
+    // Quoted int32s as protojson reads them.
+    for (expiry, resource) in [(r#""7.0""#, "q1"), (r#""1e1""#, "q2"), ("2e0", "q3")] {
+        let body =
+            format!(r#"{{"resourceId":"{resource}","lockOwner":"o","expiryInSeconds":{expiry}}}"#);
+        let response = post(lock, &body);
+        assert_eq!(json(&response.body)["success"], true, "{expiry}");
+    }
+    for expiry in [r#"" 7 ""#, r#""+7""#, r#""07""#, "7.5"] {
+        let body = format!(r#"{{"resourceId":"q","lockOwner":"o","expiryInSeconds":{expiry}}}"#);
+        refused(lock, &body, "field `expiryInSeconds`");
+    }
+
+    // storeName in the body: decoded (a wrong type or a duplicate is
+    // refused), then replaced by the URL's.
+    refused(
+        lock,
+        r#"{"resourceId":"s","lockOwner":"o","expiryInSeconds":5,"storeName":5}"#,
+        "field `storeName`",
+    );
+    refused(
+        lock,
+        r#"{"resourceId":"s","lockOwner":"o","expiryInSeconds":5,"storeName":"a","store_name":"b"}"#,
+        "duplicate field `storeName`",
+    );
+    // A field named twice is refused even when one of them is null.
+    refused(
+        lock,
+        r#"{"resourceId":"s","lockOwner":null,"lockOwner":"o","expiryInSeconds":5}"#,
+        "duplicate field `lockOwner`",
+    );
+
+    // Unlock has no expiry field: it is ignored, whatever it holds.
+    let response = post(
+        "/v1.0-alpha1/unlock/lockstore",
+        r#"{"resourceId":"q1","lockOwner":"o","expiryInSeconds":"bad"}"#,
+    );
+    assert_eq!(response.text(), r#"{"status":0}"#);
+
+    // leasehold's limits apply after daprd's lookup: a missing store is
+    // reported as such, however long the resource id.
+    let response = post(
+        "/v1.0-alpha1/lock/nope",
+        &lock_body(&"x".repeat(2000), "o", 5),
+    );
+    assert_eq!(
+        json(&response.body)["errorCode"],
+        "ERR_LOCK_STORE_NOT_FOUND"
+    );
+
+    // Error bodies escape as Go's encoding/json does.
+    let response = post("/v1.0-alpha1/lock/%3Cx%3E", &lock_body("r", "o", 5));
+    assert_eq!(
+        response.text(),
+        r#"{"errorCode":"ERR_LOCK_STORE_NOT_FOUND","message":"lock store \u003cx\u003e not found"}"#
+    );
+
+    // Metadata: daprd's fields in daprd's order, a newline at the end, and
+    // extended metadata set with PUT.
+    let response = request(
+        sidecar.http,
+        "PUT",
+        "/v1.0/metadata/team%20name",
+        &[],
+        b"locks & co",
+    );
+    assert_eq!(response.status, 204);
+    assert!(response.body.is_empty());
+    let response = request(sidecar.http, "GET", "/v1.0/metadata", &[], b"");
+    let text = response.text();
+    assert!(text.ends_with("}\n"), "{text:?}");
+    let order: Vec<usize> = [
+        "\"id\"",
+        "\"runtimeVersion\"",
+        "\"components\"",
+        "\"extended\"",
+        "\"actorRuntime\"",
+    ]
+    .iter()
+    .map(|field| {
+        text.find(field)
+            .unwrap_or_else(|| panic!("{field} in {text}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let metadata = json(text.as_bytes());
+    assert_eq!(metadata["extended"]["team name"], "locks & co");
+    assert!(text.contains(r#""team name":"locks \u0026 co""#), "{text}");
+    assert!(
+        metadata["extended"]["daprRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("leasehold-")
+    );
+    assert_eq!(metadata["actorRuntime"]["runtimeStatus"], "DISABLED");
+}
+
 #[test]
 fn http_health_metadata_and_tokens() {
     let sidecar = start(&["--app-id", "tokened"], &[("DAPR_API_TOKEN", "s3cret")]);
@@ -453,6 +576,20 @@ async fn grpc_lock_unlock_and_errors() {
     assert_eq!(metadata.id, "grpc");
     assert_eq!(metadata.registered_components[0].name, "lockstore");
     assert_eq!(metadata.registered_components[0].r#type, "lock.in-memory");
+    // SetMetadata, as daprd: the value shows in the extended metadata.
+    client
+        .set_metadata(SetMetadataRequest {
+            key: "team".into(),
+            value: "locks".into(),
+        })
+        .await
+        .unwrap();
+    let metadata = client
+        .get_metadata(GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metadata.extended_metadata["team"], "locks");
 
     // Any other Dapr method answers UNIMPLEMENTED.
     let mut raw = tonic::client::Grpc::new(

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use leasehold_proto::dapr::dapr_server::{Dapr, DaprServer};
 use leasehold_proto::dapr::{
-    GetMetadataRequest, GetMetadataResponse, TryLockRequest, TryLockResponse, UnlockRequest,
-    UnlockResponse,
+    Empty, GetMetadataRequest, GetMetadataResponse, SetMetadataRequest, TryLockRequest,
+    TryLockResponse, UnlockRequest, UnlockResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -55,5 +55,17 @@ impl Dapr for DaprApi {
             .into_iter()
             .collect();
         Ok(Response::new(metadata))
+    }
+
+    async fn set_metadata(
+        &self,
+        request: Request<SetMetadataRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        // An empty key changes nothing, as in daprd.
+        if !request.key.is_empty() {
+            self.app.set_extended_metadata(request.key, request.value);
+        }
+        Ok(Response::new(Empty {}))
     }
 }
