@@ -18,10 +18,13 @@ mod store;
 pub mod duration;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
+pub mod leaseset;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod metadata;
 pub mod renewal;
+#[cfg(feature = "testsuite")]
+mod setsuite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

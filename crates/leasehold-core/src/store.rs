@@ -311,4 +311,9 @@ pub trait LockStore: Send + Sync + fmt::Debug + 'static {
 
     /// Let go of connections and background tasks; called once at shutdown.
     async fn close(&self) {}
+
+    /// Semaphores, read/write locks and elections, when the store has them.
+    fn lease_sets(&self) -> Option<&dyn crate::leaseset::LeaseSets> {
+        None
+    }
 }

@@ -90,6 +90,9 @@ pub async fn run_all(store: Store, prefix: &str) {
         eprintln!("conformance: {name}");
         check(store.clone(), format!("{prefix}-{name}")).await;
     }
+    if store.lease_sets().is_some() {
+        crate::setsuite::run(store, &prefix).await;
+    }
 }
 
 type CheckFn = fn(Store, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

@@ -16,6 +16,7 @@
 //! docs/stores/in-memory.md) keeps them growing across restarts.
 
 mod guard;
+mod sets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use leasehold_core::leaseset::{LeaseSets, Permit, PermitAsk, PermitGrant, SetKind, SetView};
 use leasehold_core::manifest::Component;
 use leasehold_core::metadata::MetadataReader;
 use leasehold_core::{
@@ -168,6 +170,8 @@ struct Inner {
     guard: Option<RestartGuard>,
     /// Monotonic instant before which grants are refused (restart guard).
     refuse_until: Option<Instant>,
+    /// Semaphores, read/write locks and elections.
+    sets: sets::Sets,
 }
 
 impl MemoryStore {
@@ -197,6 +201,7 @@ impl MemoryStore {
             last_fence: AtomicU64::new(next_fence - 1),
             guard,
             refuse_until,
+            sets: sets::Sets::default(),
         });
         let stop = CancellationToken::new();
         tokio::spawn(reap(Arc::downgrade(&inner), stop.clone()));
@@ -420,6 +425,10 @@ impl LockStore for MemoryStore {
         Some(self.len() as u64)
     }
 
+    fn lease_sets(&self) -> Option<&dyn LeaseSets> {
+        Some(self)
+    }
+
     async fn close(&self) {
         self.stop.cancel();
         if let Some(guard) = &self.inner.guard {
@@ -429,6 +438,7 @@ impl LockStore for MemoryStore {
                 .shards
                 .iter()
                 .filter_map(|shard| lock(shard).deadlines.keys().next_back().map(|(d, _)| *d))
+                .chain(self.inner.sets.latest_deadline())
                 // A store still waiting out a crash before it must pass the
                 // rest of that wait on, or a quick restart would forget it.
                 .chain(self.inner.refuse_until)
@@ -437,6 +447,81 @@ impl LockStore for MemoryStore {
                 .map(|deadline| SystemTime::now() + (deadline - now));
             guard.close(latest, self.inner.last_fence.load(Ordering::Relaxed));
         }
+    }
+}
+
+#[async_trait]
+impl LeaseSets for MemoryStore {
+    async fn permit_acquire(
+        &self,
+        kind: SetKind,
+        key: &str,
+        ask: PermitAsk<'_>,
+    ) -> Result<PermitGrant, StoreError> {
+        let inner = &self.inner;
+        inner.check_recovering()?;
+        inner.cover(ask.ttl)?;
+        Ok(inner.sets.acquire(kind, key, ask, || inner.next_fence()))
+    }
+
+    async fn permit_release(
+        &self,
+        kind: SetKind,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+    ) -> Result<Release, StoreError> {
+        Ok(self.inner.sets.release(kind, key, owner, fence))
+    }
+
+    async fn permit_renew(
+        &self,
+        kind: SetKind,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+        ttl: Duration,
+    ) -> Result<Renewal, StoreError> {
+        self.inner.cover(ttl)?;
+        Ok(self.inner.sets.renew(kind, key, owner, fence, ttl))
+    }
+
+    async fn permit_update(
+        &self,
+        kind: SetKind,
+        key: &str,
+        owner: &str,
+        fence: Fence,
+        value: &str,
+    ) -> Result<Renewal, StoreError> {
+        Ok(self.inner.sets.update(kind, key, owner, fence, value))
+    }
+
+    async fn permit_withdraw(
+        &self,
+        kind: SetKind,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.sets.withdraw(kind, key, owner);
+        Ok(())
+    }
+
+    async fn permit_status(&self, kind: SetKind, key: &str) -> Result<Option<SetView>, StoreError> {
+        Ok(self.inner.sets.status(kind, key))
+    }
+
+    async fn permit_force_release(
+        &self,
+        kind: SetKind,
+        key: &str,
+        fence: Option<Fence>,
+    ) -> Result<Vec<Permit>, StoreError> {
+        Ok(self.inner.sets.force_release(kind, key, fence))
+    }
+
+    async fn watch_set(&self, kind: SetKind, key: &str) -> Result<ReleaseWait, StoreError> {
+        Ok(self.inner.sets.watch(kind, key))
     }
 }
 
@@ -457,6 +542,7 @@ async fn reap(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         }
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
+        inner.sets.reap(now);
         for shard in inner.shards.iter() {
             // A large wave: let go of the shard between batches.
             while reap_batch(shard, now) {
