@@ -6,16 +6,20 @@
 //! * [`manifest`] reads Dapr component YAML into [`manifest::Component`]s.
 //! * [`metadata`] parses component metadata values the way daprd does
 //!   (case-insensitive names, Go durations, Go booleans).
+//! * [`secretstore`] is daprd's two local secret stores, through which
+//!   [`manifest`] resolves `secretKeyRef` metadata.
 //! * With the `testsuite` feature, `testsuite` is the conformance suite that
 //!   every store runs in its own tests.
 //!
-//! This crate does no I/O apart from reading component files.
+//! This crate does no I/O apart from reading component files and the
+//! secrets files they name.
 
 mod store;
 
 pub mod duration;
 pub mod manifest;
 pub mod metadata;
+pub mod secretstore;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
