@@ -225,7 +225,23 @@ impl LockService {
                     component.type_name
                 )
             };
-            let scope = KeyScope::new(component.metadata.get("keyPrefix"), &component.name, app_id);
+            let scope = match KeyScope::new(
+                component.metadata.get("keyPrefix"),
+                &component.name,
+                app_id,
+            ) {
+                // daprd adds the store before it saves the key prefix
+                // (processor/lock), so with ignoreErrors the store stays
+                // and its keys fall back to the default prefix, the app id.
+                Err(err) if component.ignore_errors => {
+                    tracing::warn!(
+                        "{}; the store is served with the app id key prefix because ignoreErrors is set",
+                        context(&err)
+                    );
+                    KeyScope::new(None, &component.name, app_id)
+                }
+                scope => scope,
+            };
             let max_lease = lower_limit(component, "maxLeaseSeconds", limits.max_lease);
             let max_hold = lower_limit(component, "maxHoldSeconds", limits.max_hold);
             let config = leasehold_stores::validate(component, cx);
