@@ -16,6 +16,9 @@ use leasehold_server::service::{Limits, LockService};
 use leasehold_server::{AppState, ListenConfig, Listeners};
 use leasehold_stores::StoreContext;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::exit;
 
@@ -250,19 +253,31 @@ impl Write for RedactingStderr {
     }
 }
 
+/// RUST_LOG, else `--log-level`, else `info`, as `target=level` directives
+/// (`info`, `leasehold=debug,h2=warn`). A `Targets` filter rather than
+/// `EnvFilter`: the sidecar has no use for span and field directives, and
+/// `EnvFilter` brings a regex engine into the build for them.
+fn log_filter(args: &ServeArgs) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .and_then(|value| value.parse().ok())
+        .or_else(|| args.log_level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
+}
+
 fn init_logging(args: &ServeArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(|| RedactingStderr);
+    let registry = tracing_subscriber::registry();
     if args.log_format == "json" {
-        builder.json().init();
+        registry
+            .with(layer.json().with_filter(log_filter(args)))
+            .init();
     } else {
-        builder.init();
+        registry.with(layer.with_filter(log_filter(args))).init();
     }
 }
 
