@@ -174,13 +174,15 @@ pub struct Loaded {
 /// A metadata value to read from a secret store.
 #[derive(Debug, Clone)]
 struct SecretRef {
-    /// The component's position in [`Loaded::components`]; `None` when the
-    /// component has other problems and was not added (its secrets are
-    /// still looked up, so that every problem is listed at once).
-    component: Option<usize>,
-    /// The component's name and file, for messages.
+    /// The component's name and file: the component in
+    /// [`Loaded::components`] to fill in, found by these rather than by
+    /// position, since callers may change that list before resolving.
     component_name: String,
     source: PathBuf,
+    /// Whether the component was added to [`Loaded::components`]; not when
+    /// it has other problems (its secrets are still looked up, so that
+    /// every problem is listed at once).
+    added: bool,
     /// The metadata name.
     field: String,
     /// `auth.secretStore` of the component, as written (may be empty).
@@ -240,8 +242,7 @@ impl Loaded {
         for component in &self.secret_stores {
             if !component.is_supported() {
                 opened.push(Err(format!(
-                    "it is {}, which leasehold does not have (it reads secrets through {})",
-                    component.type_name,
+                    "leasehold does not have this type of secret store; it reads secrets through {}",
                     SUPPORTED_TYPES.join(" and ")
                 )));
                 let used = self.secret_refs.iter().any(|r| r.store == component.name);
@@ -288,7 +289,7 @@ impl Loaded {
         cx: LoadContext<'_>,
         errors: &mut Vec<ManifestError>,
     ) {
-        let mut failed: Vec<(usize, String)> = Vec::new();
+        let mut failed: Vec<(String, PathBuf, String)> = Vec::new();
         for secret_ref in std::mem::take(&mut self.secret_refs) {
             let described = format!(
                 "spec.metadata `{}`: secretKeyRef {{name: {:?}, key: {:?}}}",
@@ -302,15 +303,22 @@ impl Loaded {
                         .map(Secret::new)
                 })
                 .map_err(|message| format!("{described}: {message}"));
-            match (result, secret_ref.component) {
-                (Ok(secret), Some(index)) => self.components[index]
+            let component = self.components.iter_mut().find(|component| {
+                secret_ref.added
+                    && component.name == secret_ref.component_name
+                    && component.source == secret_ref.source
+            });
+            match (result, component) {
+                (Ok(secret), Some(component)) => component
                     .metadata
                     .insert_secret(secret_ref.field.clone(), secret),
                 (Ok(_), None) => {}
-                (Err(message), Some(index)) => failed.push((index, message)),
+                (Err(message), Some(_)) => {
+                    failed.push((secret_ref.component_name, secret_ref.source, message));
+                }
                 (Err(message), None) => errors.push(ManifestError {
-                    file: secret_ref.source.clone(),
-                    component: Some(secret_ref.component_name.clone()),
+                    file: secret_ref.source,
+                    component: Some(secret_ref.component_name),
                     message,
                 }),
             }
@@ -318,29 +326,28 @@ impl Loaded {
         // A component whose secrets did not resolve fails like one whose
         // store does not start: left out under ignoreErrors, refused
         // otherwise.
-        let mut dropped = Vec::new();
-        for (index, message) in failed {
-            let component = &self.components[index];
-            if component.ignore_errors {
+        for (name, source, message) in failed {
+            let ignore_errors = self
+                .components
+                .iter()
+                .any(|c| c.name == name && c.source == source && c.ignore_errors);
+            if ignore_errors {
                 self.warnings.push(format!(
-                    "component {:?} in {}: {message}; left out because ignoreErrors is set",
-                    component.name,
-                    component.source.display()
+                    "component {name:?} in {}: {message}; left out because ignoreErrors is set",
+                    source.display()
                 ));
-                dropped.push(index);
+                self.components
+                    .retain(|c| !(c.name == name && c.source == source));
+                if !self.left_out.contains(&(name.clone(), source.clone())) {
+                    self.left_out.push((name, source));
+                }
             } else {
                 errors.push(ManifestError {
-                    file: component.source.clone(),
-                    component: Some(component.name.clone()),
+                    file: source,
+                    component: Some(name),
                     message,
                 });
             }
-        }
-        dropped.sort_unstable();
-        dropped.dedup();
-        for index in dropped.into_iter().rev() {
-            let component = self.components.remove(index);
-            self.left_out.push((component.name, component.source));
         }
     }
 }
@@ -687,7 +694,7 @@ fn parse_document(
                     Ok((
                         key,
                         Item::Secret {
-                            name,
+                            name: secret_name,
                             key: secret_key,
                         },
                     )) => {
@@ -700,12 +707,12 @@ fn parse_document(
                             }
                         } else {
                             secret_refs.push(SecretRef {
-                                component: Some(loaded.components.len()),
                                 component_name: name.clone(),
                                 source: file.to_owned(),
+                                added: true,
                                 field: key,
                                 store: secret_store.clone(),
-                                name,
+                                name: secret_name,
                                 key: secret_key,
                                 namespace: namespace.clone(),
                             });
@@ -725,7 +732,7 @@ fn parse_document(
     if !errors.is_empty() {
         all_errors.append(&mut errors);
         for mut secret_ref in secret_refs {
-            secret_ref.component = None;
+            secret_ref.added = false;
             loaded.secret_refs.push(secret_ref);
         }
         return;
@@ -1010,7 +1017,7 @@ spec:
             "couldn't find lock store lock.redis/v2",
             "spec.metadata[0].name is required",
             "may not read DAPR_API_TOKEN",
-            "spec.metadata `s`: secretKeyRef {name: \"x\", key: \"x\"}: auth.secretStore is not set",
+            "component \"a\": spec.metadata `s`: secretKeyRef {name: \"x\", key: \"x\"}: auth.secretStore is not set",
             "duplicate component name",
             "one URL path segment",
             "spec.type is required",
