@@ -259,7 +259,8 @@ fn secret_problems_are_listed_at_start_up_without_the_secrets() {
         "component \"missing-key\": spec.metadata `redisPassword`: secretKeyRef {name: \"present\", key: \"nope\"}: secret store \"local\" (secretstores.local.file): secret \"present\" has one key",
         "component \"missing-secret\": spec.metadata `redisPassword`: secretKeyRef {name: \"absent\", key: \"absent\"}: secret store \"local\" (secretstores.local.file): there is no secret \"absent\"",
         "component \"unsupported\"",
-        "secretstores.hashicorp.vault, which leasehold does not have (it reads secrets through secretstores.local.file and secretstores.local.env)",
+        "secret store \"vault\" (secretstores.hashicorp.vault, in ",
+        "leasehold does not have this type of secret store; it reads secrets through secretstores.local.file and secretstores.local.env",
         "component \"no-store\": spec.metadata `redisPassword`: secretKeyRef {name: \"x\", key: \"x\"}: auth.secretStore is not set",
         "component \"bad-host\" (lock.redis): metadata `redisHost`",
     ] {
@@ -339,5 +340,52 @@ fn ignore_errors_keeps_a_store_with_a_bad_key_prefix_on_the_app_id_prefix() {
         "spec.initTimeout \"soon\" is not a duration above zero; daprd's default of 5s applies",
     ] {
         assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn the_secret_store_examples_serve_locks() {
+    // examples/components/secrets.json holds this password.
+    let redis = redis_with_password("change-me");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/components");
+    for (example, env) in [
+        ("redis-secrets-file.yaml", None),
+        (
+            "redis-secrets-env.yaml",
+            Some(("LOCKS_REDIS_PASSWORD", "change-me")),
+        ),
+    ] {
+        // The examples name a Redis on localhost:6379 and a secrets file
+        // relative to the repository; point both at this test's.
+        let text = std::fs::read_to_string(examples.join(example))
+            .unwrap()
+            .replace("localhost:6379", &redis.addr())
+            .replace(
+                "examples/components/secrets.json",
+                examples.join("secrets.json").to_str().unwrap(),
+            );
+        let dir = tempfile::tempdir().unwrap();
+        write_component(dir.path(), example, &text);
+        let sidecar = start(
+            &["--resources-path", dir.path().to_str().unwrap()],
+            env.as_slice(),
+        );
+        let taken = post_json(
+            sidecar.http,
+            "/v1.0-alpha1/lock/lockstore",
+            r#"{"resourceId":"example","lockOwner":"o","expiryInSeconds":5}"#,
+        );
+        assert_eq!(
+            json(&taken.body)["success"],
+            true,
+            "{example}: {}",
+            taken.text()
+        );
+        let released = post_json(
+            sidecar.http,
+            "/v1.0-alpha1/unlock/lockstore",
+            r#"{"resourceId":"example","lockOwner":"o"}"#,
+        );
+        assert_eq!(released.text(), r#"{"status":0}"#, "{example}");
     }
 }
