@@ -9,17 +9,21 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
+# What to install, and when, is listed in scripts/lib/test-packages.txt, which
+# .ci/run's package guard also reads.
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v etcd >/dev/null || need+=(etcd-server)
-[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
-command -v node >/dev/null || need+=(nodejs npm)
-command -v protoc >/dev/null || need+=(protobuf-compiler)
-# The TLS tests make certificates with openssl and call the sidecar with curl.
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-# The live view is tested in a real headless browser.
-command -v chromium >/dev/null || need+=(chromium fonts-dejavu-core)
+while IFS= read -r line; do
+    line="${line%%#*}"
+    [[ "$line" == *:* ]] || continue
+    what="${line%%:*}"
+    read -r -a packages <<<"${line#*:}"
+    if [[ "$what" == /* ]]; then
+        [ -e "$what" ] && continue
+    else
+        command -v "$what" >/dev/null && continue
+    fi
+    need+=("${packages[@]}")
+done <scripts/lib/test-packages.txt
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need[*]}"
     $SUDO apt-get update -qq

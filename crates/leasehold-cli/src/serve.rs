@@ -1,20 +1,25 @@
 //! `leasehold serve`.
 
+use std::borrow::Cow;
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use leasehold_core::duration::parse_go_duration;
-use leasehold_core::manifest::{self, Component, LoadContext, ProcessEnv};
-use leasehold_core::metadata::Metadata;
+use leasehold_core::manifest::{self, Category, Component, LoadContext, ProcessEnv};
+use leasehold_core::metadata::{Metadata, Secret};
 use leasehold_server::auth::Token;
 use leasehold_server::observe::trace::Tracer;
-use leasehold_server::service::{Limits, LockService};
+use leasehold_server::service::{Limits, LockService, Registered};
 use leasehold_server::{AppState, ListenConfig, Listeners};
 use leasehold_stores::StoreContext;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::exit;
 
@@ -191,19 +196,89 @@ fn default_data_dir() -> PathBuf {
     std::env::temp_dir().join("leasehold")
 }
 
+/// Values read through secret stores, set once the component files are
+/// loaded. They are kept out of the log and of start-up errors by
+/// [`redact`]: the values themselves never get logged on purpose, and this
+/// catches a message that quotes one anyway (a store's complaint about a
+/// connection string that came from a secret, say).
+static SECRETS: OnceLock<Vec<Secret>> = OnceLock::new();
+
+/// Secrets shorter than this are not scrubbed: they would match ordinary
+/// text all over the log.
+const SHORTEST_REDACTED_SECRET: usize = 4;
+
+/// `text` with every known secret value replaced by `[secret]`.
+fn redact(text: &str) -> Cow<'_, str> {
+    redact_with(text, SECRETS.get().map_or(&[], Vec::as_slice))
+}
+
+fn redact_with<'t>(text: &'t str, secrets: &[Secret]) -> Cow<'t, str> {
+    let mut text = Cow::Borrowed(text);
+    for secret in secrets {
+        if text.contains(secret.expose()) {
+            text = Cow::Owned(text.replace(secret.expose(), "[secret]"));
+        }
+    }
+    text
+}
+
+/// Remember the secret values the component files resolved (once).
+fn keep_secrets_out_of_logs<'s>(secrets: impl Iterator<Item = &'s Secret>) {
+    let secrets = secrets
+        .filter(|secret| secret.expose().len() >= SHORTEST_REDACTED_SECRET)
+        .cloned()
+        .collect();
+    // Set once per process; `serve` runs once.
+    let _ = SECRETS.set(secrets);
+}
+
+/// Standard error, through [`redact`]. The fmt layer formats each event
+/// into one buffer and writes it in one `write_all`, so a value is never
+/// split across two calls.
+#[derive(Debug, Clone, Copy)]
+struct RedactingStderr;
+
+impl Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        if SECRETS.get().is_none_or(Vec::is_empty) {
+            stderr.write_all(buf)?;
+        } else {
+            stderr.write_all(redact(&String::from_utf8_lossy(buf)).as_bytes())?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// RUST_LOG, else `--log-level`, else `info`, as `target=level` directives
+/// (`info`, `leasehold=debug,h2=warn`). A `Targets` filter rather than
+/// `EnvFilter`: the sidecar has no use for span and field directives, and
+/// `EnvFilter` brings a regex engine into the build for them.
+fn log_filter(args: &ServeArgs) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .and_then(|value| value.parse().ok())
+        .or_else(|| args.log_level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
+}
+
 fn init_logging(args: &ServeArgs) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr);
+    let registry = tracing_subscriber::registry();
     if args.log_format == "json" {
-        builder.json().init();
+        registry
+            .with(layer.json().with_filter(log_filter(args)))
+            .init();
     } else {
-        builder.init();
+        registry.with(layer.with_filter(log_filter(args))).init();
     }
 }
 
@@ -238,6 +313,9 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
     let mut problems = Vec::new();
+    // What /v1.0/metadata lists, as daprd would: every component document
+    // read, secret stores first (daprd loads them first).
+    let mut registered = Vec::new();
     let components = if args.resources_paths.is_empty() {
         vec![default_component()]
     } else {
@@ -246,8 +324,29 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             env: &ProcessEnv,
         };
         let loaded = manifest::load_dirs(&args.resources_paths, cx);
+        keep_secrets_out_of_logs(loaded.secret_values());
         for note in &loaded.skipped {
             tracing::info!("skipped {note}");
+        }
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        for store in loaded
+            .registered_components()
+            .filter(|c| c.category == Category::SecretStore)
+            .filter(|c| {
+                loaded
+                    .secret_stores
+                    .iter()
+                    .any(|s| s.name == c.name && s.is_supported())
+            })
+        {
+            tracing::info!(
+                "secret store {:?} ({}) in {}",
+                store.name,
+                store.type_name,
+                store.source.display()
+            );
         }
         if loaded.components.is_empty() && loaded.errors.is_empty() {
             tracing::warn!(
@@ -255,6 +354,19 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             );
         }
         problems.extend(loaded.errors.iter().map(ToString::to_string));
+        let (secret_stores, others): (Vec<_>, Vec<_>) = loaded
+            .registered_components()
+            .partition(|c| c.category == Category::SecretStore);
+        registered = secret_stores
+            .into_iter()
+            .chain(others)
+            .map(|c| Registered {
+                name: c.name.clone(),
+                type_name: c.type_name.clone(),
+                version: c.version.clone(),
+                lock_store: c.category == Category::LockStore,
+            })
+            .collect();
         loaded.components
     };
 
@@ -286,7 +398,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             problems.len()
         );
         for problem in &problems {
-            eprintln!("  - {problem}");
+            eprintln!("  - {}", redact(problem));
         }
         return ExitCode::from(exit::USAGE);
     }
@@ -309,7 +421,8 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         Ok(service) => Arc::new(
             service
                 .with_tracer(tracer)
-                .with_admin_token(token("LEASEHOLD_ADMIN_TOKEN")),
+                .with_admin_token(token("LEASEHOLD_ADMIN_TOKEN"))
+                .with_registered(registered),
         ),
         Err(err) => {
             eprintln!(
@@ -317,7 +430,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
                 err.problems.len()
             );
             for problem in &err.problems {
-                eprintln!("  - {problem}");
+                eprintln!("  - {}", redact(problem));
             }
             return ExitCode::from(if err.usage { exit::USAGE } else { exit::ERROR });
         }
@@ -343,7 +456,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
     let listeners = match Listeners::bind(&listen).await {
         Ok(listeners) => listeners,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", redact(&err.to_string()));
             service.close(args.shutdown_grace).await;
             return ExitCode::from(exit::ERROR);
         }
@@ -354,12 +467,12 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
         args.max_body_size,
         args.max_request_rate,
     );
-    let stores: Vec<String> = app
+    let mut stores: Vec<String> = app
         .service
-        .components()
-        .into_iter()
-        .map(|c| format!("{}({})", c.name, c.type_name))
+        .stores()
+        .map(|h| format!("{}({})", h.name, h.type_name))
         .collect();
+    stores.sort();
     // One plain line on stdout that scripts and tests can wait for.
     let metrics = listeners
         .admin_addr()
@@ -382,7 +495,7 @@ async fn serve(args: ServeArgs, started: Instant) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", redact(&err.to_string()));
             ExitCode::from(exit::ERROR)
         }
     }
@@ -403,4 +516,23 @@ async fn signal_watch(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_replaces_every_occurrence_of_every_secret() {
+        let secrets = [Secret::new("hunter2"), Secret::new("s3cr3t")];
+        assert_eq!(
+            redact_with("a hunter2 b s3cr3t c hunter2", &secrets),
+            "a [secret] b [secret] c [secret]"
+        );
+        assert!(matches!(
+            redact_with("nothing to hide", &secrets),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(redact_with("hunter2", &[]), "hunter2");
+    }
 }

@@ -8,10 +8,13 @@
 //!   (case-insensitive names, Go durations, Go booleans).
 //! * [`renewal`] is the one renewal schedule of every lease kept alive on a
 //!   holder's behalf (the sidecar's Hold streams, the client guards).
+//! * [`secretstore`] is daprd's two local secret stores, through which
+//!   [`manifest`] resolves `secretKeyRef` metadata.
 //! * With the `testsuite` feature, `testsuite` is the conformance suite that
 //!   every store runs in its own tests.
 //!
-//! This crate does no I/O apart from reading component files.
+//! This crate does no I/O apart from reading component files and the
+//! secrets files they name.
 
 mod store;
 
@@ -23,6 +26,8 @@ pub mod leaseset;
 pub mod manifest;
 pub mod metadata;
 pub mod renewal;
+#[cfg(feature = "manifest")]
+pub mod secretstore;
 #[cfg(feature = "testsuite")]
 mod setsuite;
 #[cfg(feature = "testsuite")]

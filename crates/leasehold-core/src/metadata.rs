@@ -41,10 +41,31 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// One metadata value: as written, or resolved through a secret store.
+#[derive(Clone, PartialEq, Eq)]
+enum Value {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl Value {
+    fn as_str(&self) -> &str {
+        match self {
+            Value::Plain(value) => value,
+            Value::Secret(secret) => secret.expose(),
+        }
+    }
+}
+
 /// The metadata of one component: names as written, values resolved.
+///
+/// A value that came from a secret store (`secretKeyRef`) is kept as a
+/// [`Secret`]: [`MetadataReader`] leaves it out of its error messages, and
+/// [`Metadata::secret_values`] lists such values so that a process can keep
+/// them out of its logs.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
-    entries: Vec<(String, String)>,
+    entries: Vec<(String, Value)>,
 }
 
 impl fmt::Debug for Metadata {
@@ -74,6 +95,16 @@ impl Metadata {
 
     /// Set `name` to `value`, replacing an entry of the same name.
     pub fn insert(&mut self, name: String, value: String) {
+        self.set(name, Value::Plain(value));
+    }
+
+    /// Set `name` to a value read from a secret store, replacing an entry of
+    /// the same name.
+    pub fn insert_secret(&mut self, name: String, value: Secret) {
+        self.set(name, Value::Secret(value));
+    }
+
+    fn set(&mut self, name: String, value: Value) {
         match self
             .entries
             .iter_mut()
@@ -86,10 +117,14 @@ impl Metadata {
 
     /// The value of `name`, matched case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.entry(name).map(Value::as_str)
+    }
+
+    fn entry(&self, name: &str) -> Option<&Value> {
         self.entries
             .iter()
             .find(|(existing, _)| existing.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+            .map(|(_, value)| value)
     }
 
     /// Whether `name` is present (case-insensitively).
@@ -97,9 +132,22 @@ impl Metadata {
         self.get(name).is_some()
     }
 
+    /// Whether the value of `name` came from a secret store.
+    pub fn is_secret(&self, name: &str) -> bool {
+        matches!(self.entry(name), Some(Value::Secret(_)))
+    }
+
     /// The names as written in the file.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Every value that came from a secret store.
+    pub fn secret_values(&self) -> impl Iterator<Item = &Secret> {
+        self.entries.iter().filter_map(|(_, value)| match value {
+            Value::Secret(secret) => Some(secret),
+            Value::Plain(_) => None,
+        })
     }
 }
 
@@ -178,14 +226,25 @@ impl<'a> MetadataReader<'a> {
         value
     }
 
+    /// How an error message shows the value of `field`: quoted, or not at
+    /// all when it came from a secret store.
+    fn shown(&self, field: &str, raw: &str) -> String {
+        if self.metadata.is_secret(field) {
+            "the value from the secret store".to_owned()
+        } else {
+            format!("{raw:?}")
+        }
+    }
+
     /// A boolean in Go's spellings (`true`, `1`, `T`, ...).
     pub fn bool(&mut self, field: &str) -> Option<bool> {
         let raw = self.string(field)?;
         let parsed = parse_go_bool(&raw);
         if parsed.is_none() {
+            let shown = self.shown(field, &raw);
             self.error(
                 field,
-                format!("{raw:?} is not a boolean (use true or false)"),
+                format!("{shown} is not a boolean (use true or false)"),
             );
         }
         parsed
@@ -201,7 +260,8 @@ impl<'a> MetadataReader<'a> {
         match raw.parse::<T>() {
             Ok(value) => Some(value),
             Err(err) => {
-                self.error(field, format!("{raw:?} is not a valid number: {err}"));
+                let shown = self.shown(field, &raw);
+                self.error(field, format!("{shown} is not a valid number: {err}"));
                 None
             }
         }
@@ -214,7 +274,7 @@ impl<'a> MetadataReader<'a> {
         match parse_metadata_duration(&raw) {
             Ok(value) => Some(value),
             Err(err) => {
-                self.error(field, err);
+                self.duration_error(field, err);
                 None
             }
         }
@@ -229,9 +289,18 @@ impl<'a> MetadataReader<'a> {
         match crate::duration::parse_go_duration(&raw) {
             Ok(value) => Some(value),
             Err(err) => {
-                self.error(field, err);
+                self.duration_error(field, err);
                 None
             }
+        }
+    }
+
+    /// The duration parsers quote the value in their messages.
+    fn duration_error(&mut self, field: &str, message: String) {
+        if self.metadata.is_secret(field) {
+            self.error(field, "the value from the secret store is not a duration");
+        } else {
+            self.error(field, message);
         }
     }
 
@@ -282,6 +351,37 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "Secret(***)");
         let md = Metadata::from_pairs([("redisPassword", "hunter2")]);
         assert!(!format!("{md:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn values_from_secret_stores_stay_out_of_reader_errors() {
+        let mut md = Metadata::from_pairs([("plain", "x1")]);
+        for field in ["enableTLS", "redisDB", "dialTimeout", "timeout"] {
+            md.insert_secret(field.to_owned(), Secret::new("s3cr3t-value"));
+        }
+        assert!(md.is_secret("ENABLETLS"));
+        assert!(!md.is_secret("plain"));
+        assert_eq!(md.get("redisdb"), Some("s3cr3t-value"));
+        assert_eq!(md.secret_values().count(), 4);
+        let mut reader = MetadataReader::new(&md);
+        assert_eq!(reader.bool("enableTLS"), None);
+        assert_eq!(reader.number::<u32>("redisDB"), None);
+        assert_eq!(reader.duration("dialTimeout"), None);
+        assert_eq!(reader.seconds_or_duration("timeout"), None);
+        assert_eq!(reader.bool("plain"), None);
+        let errors = reader.finish().unwrap_err();
+        assert_eq!(errors.len(), 5);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text[..4].iter().all(|e| !e.contains("s3cr3t")), "{text:?}");
+        assert!(
+            text[0].contains("the value from the secret store"),
+            "{text:?}"
+        );
+        // A plain value is still quoted, so the user sees what is wrong.
+        assert!(text[4].contains("\"x1\""), "{text:?}");
+        // Replacing a secret with a plain value clears the mark.
+        md.insert("enableTLS".to_owned(), "true".to_owned());
+        assert!(!md.is_secret("enableTLS"));
     }
 
     #[test]

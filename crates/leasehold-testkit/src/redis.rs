@@ -138,8 +138,15 @@ pub fn info_field(port: u16, section: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Whether the server answers: PONG, or NOAUTH from one started with
+/// `--requirepass`.
 fn pong(port: u16) -> bool {
-    port_open(port) && matches!(command(port, &["PING"]), Ok(Reply::Status(s)) if s == "PONG")
+    port_open(port)
+        && match command(port, &["PING"]) {
+            Ok(Reply::Status(status)) => status == "PONG",
+            Ok(Reply::Error(error)) => error.starts_with("NOAUTH"),
+            _ => false,
+        }
 }
 
 /// How to start one `redis-server`.

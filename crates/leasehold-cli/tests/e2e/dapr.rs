@@ -663,7 +663,11 @@ fn component_files_configure_stores_and_scoping() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["shared"]);
+    // Every component of this app is listed, as daprd lists it: the state
+    // store too (left alone), the other app's lock store not.
+    assert_eq!(names, ["shared", "statestore"]);
+    assert_eq!(metadata["components"][1]["type"], "state.redis");
+    assert!(metadata["components"][1].get("capabilities").is_none());
     let response = post_json(
         sidecar.http,
         "/v1.0-alpha1/lock/shared",

@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod dapr;
 mod ops;
+mod secrets;
 mod security;
 mod v1;

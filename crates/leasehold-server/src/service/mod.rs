@@ -69,6 +69,8 @@ pub struct LockService {
     tasks: TaskTracker,
     /// Cancelled when shutdown begins: Hold streams end and release.
     stopping: CancellationToken,
+    /// Every component read, in daprd's order (empty: the stores alone).
+    registered: Vec<Registered>,
 }
 
 /// A component that passed validation, ready to open.
@@ -92,7 +94,21 @@ pub struct BuildError {
     pub problems: Vec<String>,
 }
 
-/// One store as the metadata endpoints describe it.
+/// A component the sidecar read, as its file wrote it, for the metadata
+/// endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.type`, as written.
+    pub type_name: String,
+    /// `spec.version`, as written (may be empty).
+    pub version: String,
+    /// Whether it is a lock store (listed only when it opened).
+    pub lock_store: bool,
+}
+
+/// One component as the metadata endpoints describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentInfo {
     /// `metadata.name`.
@@ -124,6 +140,7 @@ impl LockService {
             hold_clock: HoldClock::default(),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            registered: Vec::new(),
         }
     }
 
@@ -164,7 +181,23 @@ impl LockService {
                     component.type_name
                 )
             };
-            let scope = KeyScope::new(component.metadata.get("keyPrefix"), &component.name, app_id);
+            let scope = match KeyScope::new(
+                component.metadata.get("keyPrefix"),
+                &component.name,
+                app_id,
+            ) {
+                // daprd adds the store before it saves the key prefix
+                // (processor/lock), so with ignoreErrors the store stays
+                // and its keys fall back to the default prefix, the app id.
+                Err(err) if component.ignore_errors => {
+                    tracing::warn!(
+                        "{}; the store is served with the app id key prefix because ignoreErrors is set",
+                        context(&err)
+                    );
+                    KeyScope::new(None, &component.name, app_id)
+                }
+                scope => scope,
+            };
             let max_lease = lower_limit(component, "maxLeaseSeconds", limits.max_lease);
             let max_hold = lower_limit(component, "maxHoldSeconds", limits.max_hold);
             let config = leasehold_stores::validate(component, cx);
@@ -268,6 +301,14 @@ impl LockService {
         self
     }
 
+    /// List `registered` in the metadata endpoints, in this order, as the
+    /// component files wrote them (lock stores only if they opened).
+    #[must_use]
+    pub fn with_registered(mut self, registered: Vec<Registered>) -> Self {
+        self.registered = registered;
+        self
+    }
+
     /// The sidecar's app id.
     pub fn app_id(&self) -> &str {
         &self.app_id
@@ -278,20 +319,46 @@ impl LockService {
         self.stores.values()
     }
 
-    /// The stores sorted by name, as the metadata endpoints list them.
+    /// The components as the metadata endpoints list them: every one read,
+    /// as written, in daprd's order; without that record (a service built
+    /// in code), the stores sorted by name.
     pub fn components(&self) -> Vec<ComponentInfo> {
+        let capabilities = |name: &str| {
+            self.stores.get(name).map(|handle| {
+                handle
+                    .capabilities
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+        };
+        if !self.registered.is_empty() {
+            return self
+                .registered
+                .iter()
+                .filter_map(|c| {
+                    let capabilities = match capabilities(&c.name) {
+                        Some(names) if c.lock_store => names,
+                        None if c.lock_store => return None,
+                        _ => Vec::new(),
+                    };
+                    Some(ComponentInfo {
+                        name: c.name.clone(),
+                        type_name: c.type_name.clone(),
+                        version: c.version.clone(),
+                        capabilities,
+                    })
+                })
+                .collect();
+        }
         let mut components: Vec<ComponentInfo> = self
             .stores()
             .map(|handle| ComponentInfo {
                 name: handle.name.to_string(),
                 type_name: handle.type_name.clone(),
                 version: handle.version.clone(),
-                capabilities: handle
-                    .capabilities
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                capabilities: capabilities(&handle.name).unwrap_or_default(),
             })
             .collect();
         components.sort_by(|a, b| a.name.cmp(&b.name));
