@@ -43,6 +43,8 @@ pub enum ErrorKind {
     HealthAppIdMismatch,
     /// Over the request rate limit.
     TooManyRequests,
+    /// A semaphore's limit differs from the one it is held under.
+    LimitMismatch,
 }
 
 impl ErrorKind {
@@ -119,6 +121,11 @@ impl ErrorKind {
                 StatusCode::TOO_MANY_REQUESTS,
                 "ERR_TOO_MANY_REQUESTS",
                 Code::ResourceExhausted,
+            ),
+            LimitMismatch => (
+                StatusCode::CONFLICT,
+                "ERR_LIMIT_MISMATCH",
+                Code::FailedPrecondition,
             ),
             HealthAppIdMismatch => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -149,6 +149,9 @@ pub async fn serve(
         .layer(AccessLayer::grpc(&app))
         .add_service(crate::grpc::dapr::service(app.clone()))
         .add_service(crate::grpc::v1::service(app.clone()))
+        .add_service(crate::grpc::primitives::semaphores(app.clone()))
+        .add_service(crate::grpc::primitives::rw_locks(app.clone()))
+        .add_service(crate::grpc::primitives::elections(app.clone()))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let grpc = tokio::spawn(async move {
         grpc.await.map_err(|err| ServeError::Server {

@@ -226,6 +226,9 @@ pub struct StoreCapabilities {
     pub max_lease_ms: u64,
     #[prost(uint64, tag = "10")]
     pub max_hold_ms: u64,
+    /// Semaphores, read/write locks and elections.
+    #[prost(bool, tag = "11")]
+    pub lease_sets: bool,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -1,5 +1,6 @@
 //! The gRPC front end: `dapr.proto.runtime.v1.Dapr` ([`dapr`]) and
-//! `leasehold.v1.Locks` ([`v1`]). Each method turns its message into an
+//! `leasehold.v1.Locks` ([`v1`]), and leasehold.v1's semaphores, read/write
+//! locks and elections ([`primitives`]). Each method turns its message into an
 //! operation through `crate::wire`, serves it, and maps the answer back;
 //! the app token and rate limit are checked in front of the listener by
 //! `crate::access`, the same way as for HTTP.
@@ -14,6 +15,7 @@ use crate::observe::metrics::Transport;
 use crate::service::{Operation, Origin, Rejected};
 
 pub mod dapr;
+pub mod primitives;
 pub mod v1;
 
 /// Serve the operation a request message becomes.

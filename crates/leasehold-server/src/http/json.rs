@@ -87,22 +87,29 @@ pub(crate) fn json_name(proto: &str) -> String {
 }
 
 /// Implement [`FromJson`] for protobuf request messages: each listed field
-/// is read by its kind (`string`, `int32`, `uint64`; add
-/// a reader to [`Object`] for another kind); the
+/// is read by its kind (`string`, `int32`, `uint32`,
+/// `uint64`; an enum as `[Type]`); the
 /// fields not listed (those the URL carries) keep their defaults.
 macro_rules! from_json {
-    ($($message:ty { $($field:ident: $kind:ident),* $(,)? })*) => {$(
+    ($($message:ty { $($field:ident: $kind:tt),* $(,)? })*) => {$(
         impl $crate::http::json::FromJson for $message {
             // Whether fields are left to their defaults depends on the message.
             #[allow(clippy::needless_update)]
             fn from_json(object: &mut $crate::http::json::Object) -> Result<Self, String> {
                 Ok(Self {
-                    $($field: object.$kind(stringify!($field))?,)*
+                    $($field: from_json!(@field object, stringify!($field), $kind),)*
                     ..Default::default()
                 })
             }
         }
     )*};
+    (@field $object:ident, $name:expr, [$enum:ty]) => {{
+        let names: Vec<&str> = (0..)
+            .map_while(|n| <$enum>::try_from(n).ok().map(|e| e.as_str_name()))
+            .collect();
+        $object.enumeration($name, &names)?
+    }};
+    (@field $object:ident, $name:expr, $kind:ident) => { $object.$kind($name)? };
 }
 
 /// Implement [`ToJson`] for protobuf response messages: each field is
@@ -192,6 +199,36 @@ impl Object {
             "32-bit integer",
         )
         .map(|v| v as i32)
+    }
+
+    /// A `uint32` field.
+    pub(crate) fn uint32(&mut self, proto: &str) -> Result<u32, String> {
+        self.integer(proto, 0, i128::from(u32::MAX), "unsigned 32-bit integer")
+            .map(|v| v as u32)
+    }
+
+    /// An enum field, by name (one of `names`, whose index is the number)
+    /// or by number.
+    pub(crate) fn enumeration(&mut self, proto: &str, names: &[&str]) -> Result<i32, String> {
+        match self.take(proto)? {
+            None => Ok(0),
+            Some(Value::String(s)) => names
+                .iter()
+                .position(|n| *n == s)
+                .map(|i| i as i32)
+                .ok_or_else(|| {
+                    format!(
+                        "field `{}`: {s:?} is not one of {}",
+                        json_name(proto),
+                        names.join(", ")
+                    )
+                }),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .and_then(|v| i32::try_from(v).ok())
+                .ok_or_else(|| format!("field `{}`: {n} is not an enum number", json_name(proto))),
+            Some(other) => Err(invalid(proto, "an enum name or number", &other)),
+        }
     }
 
     /// A `uint64` field.

@@ -29,6 +29,7 @@ use crate::service::{Operation, Origin, Rejected};
 pub mod dapr;
 pub mod health;
 pub(crate) mod json;
+pub mod primitives;
 pub mod v1;
 
 /// The router serving every HTTP route.

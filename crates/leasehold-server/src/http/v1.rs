@@ -58,6 +58,7 @@ to_json! {
     pb::StoreCapabilities {
         name: string, r#type: string, fencing: bool, renew: bool, release_notify: bool,
         admin: bool, durable: bool, consistency: string, max_lease_ms: uint64, max_hold_ms: uint64,
+        lease_sets: bool,
     }
     pb::CapabilitiesResponse { stores: messages }
     pb::Acquired { fencing_token: uint64, lease_ms: uint64 }
@@ -66,7 +67,7 @@ to_json! {
 }
 
 /// A request message whose store the URL names.
-trait InStore {
+pub(super) trait InStore {
     fn set_store(&mut self, store: String);
 }
 
@@ -87,7 +88,17 @@ in_store!(
     pb::HoldRequest,
     pb::ForceUnlockRequest,
     pb::StatusRequest,
-    pb::ListRequest
+    pb::ListRequest,
+    pb::SemaphoreAcquireRequest,
+    pb::RwAcquireRequest,
+    pb::PermitReleaseRequest,
+    pb::PermitRenewRequest,
+    pb::SetStatusRequest,
+    pb::SetForceReleaseRequest,
+    pb::CampaignRequest,
+    pb::ResignRequest,
+    pb::ProclaimRequest,
+    pb::LeaderRequest
 );
 
 /// Route one `/v1/...` request; `None` when the path is not one of ours.
@@ -147,13 +158,16 @@ pub(crate) async fn route(cx: &Call<'_>, segments: &[&str], body: Body) -> Optio
                 _ => return None,
             }
         }
+        (_, ["semaphores" | "rwlocks" | "elections", ..]) => {
+            return super::primitives::route(cx, segments, body).await;
+        }
         _ => return None,
     };
     Some(response)
 }
 
 /// The request message `build` makes, in the store the URL names.
-fn in_store<M: InStore>(
+pub(super) fn in_store<M: InStore>(
     store: &str,
     build: impl FnOnce() -> Result<M, ApiError>,
 ) -> Result<M, Rejected> {
@@ -171,7 +185,7 @@ fn in_store<M: InStore>(
 
 /// Serve the operation a request message becomes, and answer with
 /// `respond`.
-async fn serve<O, M>(
+pub(super) async fn serve<O, M>(
     cx: &Call<'_>,
     request: Result<M, Rejected>,
     respond: impl FnOnce(O::Output) -> Response,
@@ -182,7 +196,7 @@ where
     cx.serve(request.and_then(O::try_from), respond).await
 }
 
-fn decode<M: FromJson + Default>(body: Result<Bytes, ApiError>) -> Result<M, ApiError> {
+pub(super) fn decode<M: FromJson + Default>(body: Result<Bytes, ApiError>) -> Result<M, ApiError> {
     let body = body?;
     if body.is_empty() {
         return Ok(M::default());
@@ -202,32 +216,44 @@ fn page_size(query: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
-fn ok<M: ToJson>(message: &M) -> Response {
+pub(super) fn ok<M: ToJson>(message: &M) -> Response {
     json_response(StatusCode::OK, json::encode(message))
 }
 
 /// Each event is one server-sent event, named after the event's kind; the
 /// `lost` event is the last. When the client disconnects, hyper drops this
 /// body, which drops the receiver, and the hold task releases the lock.
-fn hold_events(events: crate::service::hold::HoldStream) -> Response {
+pub(super) fn hold_events(events: crate::service::hold::HoldStream) -> Response {
     use pb::hold_event::Event;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
-        let (name, data) = match wire::hold_event(item) {
-            Ok(pb::HoldEvent {
-                event: Some(event), ..
-            }) => match event {
-                Event::Acquired(e) => ("acquired", json::encode(&e)),
-                Event::Renewed(e) => ("renewed", json::encode(&e)),
-                Event::NotAcquired(e) => ("not_acquired", json::encode(&e)),
-            },
-            Ok(pb::HoldEvent { event: None }) => ("unknown", "{}".to_owned()),
-            Err(err) => {
-                let mut out = json::Writer::default();
-                out.string("error_code", err.error_code());
-                out.string("message", &err.message);
-                ("lost", out.finish())
-            }
-        };
+    event_stream(events, |item| match wire::hold_event(item) {
+        Ok(pb::HoldEvent {
+            event: Some(event), ..
+        }) => match event {
+            Event::Acquired(e) => ("acquired", json::encode(&e)),
+            Event::Renewed(e) => ("renewed", json::encode(&e)),
+            Event::NotAcquired(e) => ("not_acquired", json::encode(&e)),
+        },
+        Ok(pb::HoldEvent { event: None }) => ("unknown", "{}".to_owned()),
+        Err(err) => ("lost", error_event(&err)),
+    })
+}
+
+/// An error as the data of a server-sent event: Dapr's error body.
+pub(super) fn error_event(err: &ApiError) -> String {
+    let mut out = json::Writer::default();
+    out.string("error_code", err.error_code());
+    out.string("message", &err.message);
+    out.finish()
+}
+
+/// A `text/event-stream` answer: each item of `items`, named and written
+/// by `event`, is one server-sent event.
+pub(super) fn event_stream<T: Send + 'static>(
+    items: tokio::sync::mpsc::Receiver<T>,
+    event: impl Fn(T) -> (&'static str, String) + Send + 'static,
+) -> Response {
+    let stream = tokio_stream::wrappers::ReceiverStream::new(items).map(move |item| {
+        let (name, data) = event(item);
         Ok::<_, Infallible>(Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
     });
     let mut response = Response::new(Body::from_stream(stream));

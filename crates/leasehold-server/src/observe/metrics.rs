@@ -22,10 +22,28 @@ pub enum Op {
     Status,
     List,
     ForceUnlock,
+    SemaphoreAcquire,
+    SemaphoreRelease,
+    SemaphoreRenew,
+    SemaphoreHold,
+    SemaphoreStatus,
+    SemaphoreForceRelease,
+    RwAcquire,
+    RwRelease,
+    RwRenew,
+    RwHold,
+    RwStatus,
+    RwForceRelease,
+    Campaign,
+    Resign,
+    Proclaim,
+    Leader,
+    Observe,
+    ElectionForceRelease,
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 27] = [
         Op::TryLock,
         Op::Unlock,
         Op::Acquire,
@@ -35,6 +53,24 @@ impl Op {
         Op::Status,
         Op::List,
         Op::ForceUnlock,
+        Op::SemaphoreAcquire,
+        Op::SemaphoreRelease,
+        Op::SemaphoreRenew,
+        Op::SemaphoreHold,
+        Op::SemaphoreStatus,
+        Op::SemaphoreForceRelease,
+        Op::RwAcquire,
+        Op::RwRelease,
+        Op::RwRenew,
+        Op::RwHold,
+        Op::RwStatus,
+        Op::RwForceRelease,
+        Op::Campaign,
+        Op::Resign,
+        Op::Proclaim,
+        Op::Leader,
+        Op::Observe,
+        Op::ElectionForceRelease,
     ];
 
     fn name(self) -> &'static str {
@@ -48,6 +84,24 @@ impl Op {
             Op::Status => "status",
             Op::List => "list",
             Op::ForceUnlock => "force_unlock",
+            Op::SemaphoreAcquire => "semaphore_acquire",
+            Op::SemaphoreRelease => "semaphore_release",
+            Op::SemaphoreRenew => "semaphore_renew",
+            Op::SemaphoreHold => "semaphore_hold",
+            Op::SemaphoreStatus => "semaphore_status",
+            Op::SemaphoreForceRelease => "semaphore_force_release",
+            Op::RwAcquire => "rw_acquire",
+            Op::RwRelease => "rw_release",
+            Op::RwRenew => "rw_renew",
+            Op::RwHold => "rw_hold",
+            Op::RwStatus => "rw_status",
+            Op::RwForceRelease => "rw_force_release",
+            Op::Campaign => "campaign",
+            Op::Resign => "resign",
+            Op::Proclaim => "proclaim",
+            Op::Leader => "leader",
+            Op::Observe => "observe",
+            Op::ElectionForceRelease => "election_force_release",
         }
     }
 
@@ -136,6 +190,7 @@ impl Outcome {
             | K::Forbidden
             | K::RouteNotFound
             | K::Unsupported
+            | K::LimitMismatch
             | K::TooManyRequests => Outcome::Invalid,
             _ => Outcome::Error,
         }
@@ -202,16 +257,20 @@ pub enum LossReason {
     ForceUnlocked,
     RenewFailed,
     Shutdown,
+    /// Given back by a request other than the stream's own (a Release or a
+    /// Resign of its grant).
+    Released,
 }
 
 impl LossReason {
-    const ALL: [LossReason; 6] = [
+    const ALL: [LossReason; 7] = [
         LossReason::Expired,
         LossReason::HeldByOther,
         LossReason::HoldLimit,
         LossReason::ForceUnlocked,
         LossReason::RenewFailed,
         LossReason::Shutdown,
+        LossReason::Released,
     ];
 
     fn name(self) -> &'static str {
@@ -222,6 +281,7 @@ impl LossReason {
             LossReason::ForceUnlocked => "force_unlocked",
             LossReason::RenewFailed => "renew_failed",
             LossReason::Shutdown => "shutdown",
+            LossReason::Released => "released",
         }
     }
 }

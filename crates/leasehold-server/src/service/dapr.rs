@@ -64,6 +64,15 @@ impl Operation for TryLock {
             .scope
             .key(&self.resource_id)
             .map_err(|e| failed(&e))?;
+        if !handle.dapr_wait.is_zero() {
+            // The component opted in: wait in the key's FIFO queue, woken
+            // by the store, before answering `success: false`.
+            let (outcome, _) = service
+                .acquire_key(handle, &key, &self.owner, lease, handle.dapr_wait)
+                .await
+                .map_err(|e| failed(&e.message))?;
+            return Ok(outcome);
+        }
         service
             .call_store(
                 handle,

@@ -1,14 +1,17 @@
-//! Held-lock streams: acquire (optionally waiting), then keep the lease
-//! alive while the client reads the stream, and end the stream with the
-//! reason a margin before the lease could run out if it cannot be kept.
-//! Closing the stream releases the grant, and only that grant.
+//! Held grants as streams: acquire (optionally waiting), then keep the
+//! lease alive while the client reads the stream, and end the stream with
+//! the reason a margin before the lease could run out if it cannot be
+//! kept. Closing the stream releases the grant, and only that grant.
 //!
-//! Each stream is one task, tracked by the service so that shutdown waits
-//! for the releases of streams that closed.
+//! One task does this for a lock (`Hold`), a permit of a semaphore or a
+//! read/write lock, and an election's leadership (`Campaign`): the
+//! [`Target`] says which store calls it makes. Each task is tracked by the
+//! service, so that shutdown can end and release them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold_core::leaseset::SetKind;
 use leasehold_core::renewal::Schedule;
 use leasehold_core::{Acquire as Acquired, Fence, Release, ReleaseWait};
 use tokio::sync::{mpsc, oneshot};
@@ -17,8 +20,10 @@ use tokio::time::{Instant, sleep_until};
 use crate::error::{ApiError, ErrorKind};
 use crate::observe::metrics::{LossReason, Op, StoreOp};
 
+use super::holds::Eviction;
 use super::limits::require;
 use super::locks::{RenewOutcome, v1_key};
+use super::sets::PermitSpec;
 use super::{LeaseAsk, LockService, Operation, StoreHandle};
 
 /// Acquire and keep the lease alive while the returned stream is read;
@@ -40,7 +45,7 @@ pub struct Hold {
 /// What a Hold stream tells its client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldEvent {
-    /// The lock is held under this token.
+    /// The grant is held under this token.
     Acquired {
         /// The grant's token.
         fence: Fence,
@@ -54,13 +59,53 @@ pub enum HoldEvent {
     },
     /// The wait ran out; the stream ends.
     NotAcquired,
+    /// The grant is gone, or is about to be: the last event.
+    Lost {
+        /// Why, in a word.
+        reason: LossReason,
+        /// Why, for people.
+        message: String,
+    },
 }
 
-/// The receiving end of a Hold stream. An `Err` item is the last one: the
-/// lease is lost, and says why.
+impl HoldEvent {
+    /// The end of a lock's or a permit's stream as an error, as
+    /// `Locks.Hold` reports it (gRPC `ABORTED`, SSE `lost`).
+    pub fn lost_error(message: &str) -> ApiError {
+        ApiError::new(ErrorKind::LeaseLost, format!("lease lost: {message}"))
+    }
+}
+
+/// The receiving end of a held grant's stream. An `Err` item means the
+/// grant was never taken (the store failed, the sidecar is stopping).
 pub type HoldStream = mpsc::Receiver<Result<HoldEvent, ApiError>>;
 
 type Events = mpsc::Sender<Result<HoldEvent, ApiError>>;
+
+/// What a hold keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A lock.
+    Lock,
+    /// A permit of a lease set.
+    Permit(PermitSpec),
+}
+
+impl Target {
+    /// The key under which the sidecar records holds, waits and hold caps:
+    /// the store key of a lock, the store key with its kind for a set.
+    pub(crate) fn record_key(&self, key: &str) -> String {
+        match self {
+            Target::Lock => key.to_owned(),
+            Target::Permit(spec) => record_key(spec.kind, key),
+        }
+    }
+}
+
+/// The record key of a set (see [`Target::record_key`]).
+pub(crate) fn record_key(kind: SetKind, key: &str) -> String {
+    format!("{}||{key}", kind.name())
+}
 
 impl Operation for Hold {
     type Output = HoldStream;
@@ -80,17 +125,34 @@ impl Operation for Hold {
         let lease = self.lease.check(&handle)?;
         let wait = service.limits.wait(&handle, self.wait)?;
         let key = v1_key(&handle, &self.resource_id)?;
+        Ok(service.start_hold(handle, key, self.owner, Target::Lock, lease, wait))
+    }
+}
+
+impl LockService {
+    /// Start the task of one held grant and hand back its stream.
+    pub(crate) fn start_hold(
+        self: &Arc<Self>,
+        handle: Arc<StoreHandle>,
+        key: String,
+        owner: String,
+        target: Target,
+        lease: Duration,
+        wait: Duration,
+    ) -> HoldStream {
         let (events, receiver) = mpsc::channel(4);
         let task = HoldTask {
-            service: service.clone(),
+            service: self.clone(),
+            record: target.record_key(&key),
             handle,
             key,
-            owner: self.owner,
+            owner,
+            target,
             lease,
             events,
         };
-        service.tasks.spawn(task.run(wait));
-        Ok(receiver)
+        self.tasks.spawn(task.run(wait));
+        receiver
     }
 }
 
@@ -98,12 +160,16 @@ fn shutting_down() -> ApiError {
     ApiError::new(ErrorKind::Unavailable, "the sidecar is shutting down")
 }
 
-/// One Hold stream's task.
+/// One held grant's task.
 struct HoldTask {
     service: Arc<LockService>,
     handle: Arc<StoreHandle>,
+    /// The store key of the lock or set.
     key: String,
+    /// The key of the sidecar's records (holds, waits, hold caps).
+    record: String,
     owner: String,
+    target: Target,
     lease: Duration,
     events: Events,
 }
@@ -126,7 +192,7 @@ impl Loss {
 impl HoldTask {
     async fn run(self, wait: Duration) {
         let acquired = tokio::select! {
-            outcome = self.service.acquire_key(&self.handle, &self.key, &self.owner, self.lease, wait) => outcome,
+            outcome = self.acquire(wait) => outcome,
             () = self.events.closed() => return,
             () = self.service.stopping.cancelled() => Err(shutting_down()),
         };
@@ -141,11 +207,11 @@ impl HoldTask {
                 return;
             }
         };
-        self.service.hold_started(&self.handle, &self.key, fence);
+        self.service.hold_started(&self.handle, &self.record, fence);
         let evicted = self
             .service
             .holds
-            .register(&self.handle.name, &self.key, fence);
+            .register(&self.handle.name, &self.record, fence);
         let first = HoldEvent::Acquired {
             fence,
             lease: self.lease,
@@ -162,19 +228,61 @@ impl HoldTask {
             None => self.release(fence).await,
             Some(loss) => {
                 let service = &self.service;
-                service.holds.unregister(&self.handle.name, &self.key);
+                service.holds.unregister(&self.handle.name, &self.record);
                 service.metrics().lease_lost(&self.handle.name, loss.reason);
-                tracing::info!(store = %self.handle.name, fence, reason = %loss.message, "held lock lost");
-                let lost = ApiError::new(
-                    ErrorKind::LeaseLost,
-                    format!("lease lost: {}", loss.message),
-                );
-                let _ = self.events.send(Err(lost)).await;
+                tracing::info!(store = %self.handle.name, fence, reason = %loss.message, "held grant lost");
+                let lost = HoldEvent::Lost {
+                    reason: loss.reason,
+                    message: loss.message,
+                };
+                let _ = self.events.send(Ok(lost)).await;
                 // Told first, released second: at shutdown the grant is
                 // still held, and nobody else should wait for it to expire.
                 if loss.reason == LossReason::Shutdown {
                     self.release(fence).await;
                 }
+            }
+        }
+    }
+
+    /// Take the grant, waiting up to `wait`; with the instant just before
+    /// the request that decided it was sent.
+    async fn acquire(&self, wait: Duration) -> Result<(Acquired, Instant), ApiError> {
+        let service = &self.service;
+        match &self.target {
+            Target::Lock => {
+                service
+                    .acquire_key(&self.handle, &self.key, &self.owner, self.lease, wait)
+                    .await
+            }
+            Target::Permit(spec) => {
+                service
+                    .acquire_permit(&self.handle, &self.key, &self.owner, spec, self.lease, wait)
+                    .await
+            }
+        }
+    }
+
+    /// Extend the grant, within the hold cap.
+    async fn renew(&self, fence: Fence) -> Result<RenewOutcome, ApiError> {
+        let service = &self.service;
+        match &self.target {
+            Target::Lock => {
+                service
+                    .renew_key(&self.handle, &self.key, &self.owner, self.lease)
+                    .await
+            }
+            Target::Permit(spec) => {
+                service
+                    .renew_permit(
+                        &self.handle,
+                        spec.kind,
+                        &self.key,
+                        &self.owner,
+                        fence,
+                        self.lease,
+                    )
+                    .await
             }
         }
     }
@@ -186,31 +294,29 @@ impl HoldTask {
         &self,
         fence: Fence,
         mut schedule: Schedule<Instant>,
-        mut evicted: oneshot::Receiver<String>,
+        mut evicted: oneshot::Receiver<Eviction>,
     ) -> Option<Loss> {
         let loss = self
             .renew_until_lost(fence, &mut schedule, &mut evicted)
             .await?;
-        if loss.reason == LossReason::ForceUnlocked {
+        if matches!(
+            loss.reason,
+            LossReason::ForceUnlocked | LossReason::Released | LossReason::Shutdown
+        ) {
             return Some(loss);
         }
-        if let Ok(reason) = evicted.try_recv() {
-            return Some(Loss::new(LossReason::ForceUnlocked, reason));
+        if let Ok(eviction) = evicted.try_recv() {
+            return Some(Loss::new(eviction.reason, eviction.message));
         }
-        let force_unlocking = self
+        // The lease went while a request to end this grant is under way:
+        // it is what ended it, and the holder hears so now.
+        let pending = self
             .service
             .holds
-            .is_evicting(&self.handle.name, &self.key, fence);
-        if !force_unlocking {
-            return Some(loss);
-        }
-        // The lease went while a force-unlock of this grant is under way:
-        // report it as that, once the store has confirmed (or the other
-        // loss, if the force-unlock failed).
-        let verdict = tokio::time::timeout_at(schedule.give_up_at(), &mut evicted).await;
-        Some(match verdict {
-            Ok(Ok(reason)) => Loss::new(LossReason::ForceUnlocked, reason),
-            _ => loss,
+            .evicting(&self.handle.name, &self.record, fence);
+        Some(match pending {
+            Some(eviction) => Loss::new(eviction.reason, eviction.message),
+            None => loss,
         })
     }
 
@@ -218,7 +324,7 @@ impl HoldTask {
         &self,
         fence: Fence,
         schedule: &mut Schedule<Instant>,
-        evicted: &mut oneshot::Receiver<String>,
+        evicted: &mut oneshot::Receiver<Eviction>,
     ) -> Option<Loss> {
         let mut released = self.watch().await;
         let mut capped = false;
@@ -237,9 +343,11 @@ impl HoldTask {
                 () = self.service.stopping.cancelled() => {
                     return Some(Loss::new(LossReason::Shutdown, "the sidecar is shutting down"));
                 }
-                reason = &mut *evicted => {
-                    let reason = reason.unwrap_or_else(|_| "evicted".to_owned());
-                    return Some(Loss::new(LossReason::ForceUnlocked, reason));
+                eviction = &mut *evicted => {
+                    return Some(match eviction {
+                        Ok(eviction) => Loss::new(eviction.reason, eviction.message),
+                        Err(_) => Loss::new(LossReason::ForceUnlocked, "evicted"),
+                    });
                 }
                 () = sleep_until(schedule.give_up_at()) => {
                     return Some(if capped {
@@ -258,12 +366,7 @@ impl HoldTask {
             if now < schedule.renew_at() {
                 continue;
             }
-            let renewed = tokio::time::timeout(
-                schedule.budget(now),
-                self.service
-                    .renew_key(&self.handle, &self.key, &self.owner, self.lease),
-            )
-            .await;
+            let renewed = tokio::time::timeout(schedule.budget(now), self.renew(fence)).await;
             match renewed {
                 Ok(Ok(RenewOutcome::Renewed {
                     fence: now_fence,
@@ -325,38 +428,64 @@ impl HoldTask {
     /// Watch the key for a release; `None` when the store cannot (the
     /// renewals still find out, later).
     async fn watch(&self) -> Option<ReleaseWait> {
-        self.service
-            .call_store(
-                &self.handle,
-                StoreOp::Watch,
-                self.handle.store.watch_release(&self.key),
-            )
-            .await
-            .ok()
+        let store = &self.handle.store;
+        let watch = match &self.target {
+            Target::Lock => {
+                self.service
+                    .call_store(&self.handle, StoreOp::Watch, store.watch_release(&self.key))
+                    .await
+            }
+            Target::Permit(spec) => {
+                let sets = store.lease_sets()?;
+                self.service
+                    .call_store(
+                        &self.handle,
+                        StoreOp::Watch,
+                        sets.watch_set(spec.kind, &self.key),
+                    )
+                    .await
+            }
+        };
+        watch.ok()
     }
 
     /// The client closed its stream: release its grant, and only that one
     /// (the same owner may hold a later grant of the key by now).
     async fn release(&self, fence: Fence) {
         let service = &self.service;
-        service.holds.unregister(&self.handle.name, &self.key);
-        match service
-            .call_store(
-                &self.handle,
-                StoreOp::Unlock,
-                self.handle
-                    .store
-                    .unlock_grant(&self.key, &self.owner, fence),
-            )
-            .await
-        {
-            Ok(Release::Released) => service.hold_clock.forget(&self.handle.name, &self.key),
+        service.holds.unregister(&self.handle.name, &self.record);
+        let store = &self.handle.store;
+        let released = match &self.target {
+            Target::Lock => {
+                service
+                    .call_store(
+                        &self.handle,
+                        StoreOp::Unlock,
+                        store.unlock_grant(&self.key, &self.owner, fence),
+                    )
+                    .await
+            }
+            Target::Permit(spec) => match store.lease_sets() {
+                Some(sets) => {
+                    service
+                        .call_store(
+                            &self.handle,
+                            StoreOp::Unlock,
+                            sets.permit_release(spec.kind, &self.key, &self.owner, fence),
+                        )
+                        .await
+                }
+                None => Ok(Release::NotFound),
+            },
+        };
+        match released {
+            Ok(Release::Released) => service.hold_clock.forget(&self.handle.name, &self.record),
             // Gone already, or a later grant now: nothing of this stream's.
             Ok(_) => {}
             Err(err) => tracing::warn!(
                 store = %self.handle.name,
                 error = %err,
-                "could not release a held lock after its stream closed; the lease will run out"
+                "could not release a held grant after its stream closed; the lease will run out"
             ),
         }
     }

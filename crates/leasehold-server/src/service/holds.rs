@@ -10,16 +10,29 @@ use leasehold_core::Fence;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::observe::metrics::LossReason;
+
 /// A key in one store.
 type HoldKey = (Arc<str>, String);
+
+/// Why a Hold stream was ended from outside (a force-unlock, a release of
+/// its grant by another request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Eviction {
+    /// For the metrics and the client.
+    pub(crate) reason: LossReason,
+    /// For people.
+    pub(crate) message: String,
+}
 
 /// An open Hold stream: the grant it holds, where to send its eviction,
 /// and whether a force-unlock of its key is under way.
 #[derive(Debug)]
 struct Holder {
     fence: Fence,
-    evict: oneshot::Sender<String>,
-    evicting: bool,
+    evict: oneshot::Sender<Eviction>,
+    /// The eviction a request under way will send if the store confirms.
+    evicting: Option<Eviction>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,10 +92,12 @@ impl HoldClock {
 
 /// Open Hold streams, so force-unlock can end the evicted holder's stream.
 ///
-/// A force-unlock marks the streams of its key before it asks the store,
-/// and tells the evicted one only once the store has confirmed. A stream
-/// that finds its lease gone while the mark is on waits for that verdict,
-/// so it reports the force-unlock, not a mysterious expiry.
+/// A force-unlock (or a release by another request) marks the streams of
+/// its key with the eviction it means before it asks the store, and tells
+/// the evicted one only once the store has confirmed. A stream that finds
+/// its lease gone while the mark is on reports the marked eviction at once
+/// (it knows the grant is gone, and must not wait to say so), rather than a
+/// mysterious expiry.
 #[derive(Debug, Default)]
 pub(crate) struct HoldRegistry {
     inner: Mutex<HashMap<HoldKey, Vec<Holder>>>,
@@ -96,7 +111,7 @@ impl HoldRegistry {
         store: &Arc<str>,
         key: &str,
         fence: Fence,
-    ) -> oneshot::Receiver<String> {
+    ) -> oneshot::Receiver<Eviction> {
         let (evict, receiver) = oneshot::channel();
         let mut map = lock(&self.inner);
         let holders = map.entry((store.clone(), key.to_owned())).or_default();
@@ -104,30 +119,34 @@ impl HoldRegistry {
         holders.push(Holder {
             fence,
             evict,
-            evicting: false,
+            evicting: None,
         });
         receiver
     }
 
-    /// Mark (or unmark) the streams on `key`: a force-unlock is under way.
-    pub(crate) fn mark_evicting(&self, store: &Arc<str>, key: &str, evicting: bool) {
+    /// Mark the streams on `key` with the eviction a request under way
+    /// means (`None`: unmark them, the request failed).
+    pub(crate) fn mark_evicting(&self, store: &Arc<str>, key: &str, eviction: Option<&Eviction>) {
         if let Some(holders) = lock(&self.inner).get_mut(&(store.clone(), key.to_owned())) {
             for holder in holders {
-                holder.evicting = evicting;
+                holder.evicting = eviction.cloned();
             }
         }
     }
 
-    /// Whether a force-unlock of the grant of `fence` on `key` is under way.
-    pub(crate) fn is_evicting(&self, store: &Arc<str>, key: &str, fence: Fence) -> bool {
+    /// The eviction under way for the grant of `fence` on `key`, if any.
+    pub(crate) fn evicting(&self, store: &Arc<str>, key: &str, fence: Fence) -> Option<Eviction> {
         lock(&self.inner)
-            .get(&(store.clone(), key.to_owned()))
-            .is_some_and(|holders| holders.iter().any(|h| h.fence == fence && h.evicting))
+            .get(&(store.clone(), key.to_owned()))?
+            .iter()
+            .find(|h| h.fence == fence)?
+            .evicting
+            .clone()
     }
 
-    /// The store confirmed that the grant of `fence` on `key` is broken:
-    /// end its streams with `reason`, and unmark the others.
-    pub(crate) fn evict(&self, store: &Arc<str>, key: &str, fence: Fence, reason: &str) {
+    /// The store confirmed that the grant of `fence` on `key` is gone: end
+    /// its streams with `eviction`, and unmark the others.
+    pub(crate) fn evict(&self, store: &Arc<str>, key: &str, fence: Fence, eviction: &Eviction) {
         let mut map = lock(&self.inner);
         let id = (store.clone(), key.to_owned());
         let Some(holders) = map.get_mut(&id) else {
@@ -140,14 +159,14 @@ impl HoldRegistry {
             map.remove(&id);
         } else {
             for holder in &mut kept {
-                holder.evicting = false;
+                holder.evicting = None;
             }
             *map.get_mut(&id).expect("present above") = kept;
         }
         // Sent before the lock is let go: a stream that no longer finds
         // its mark finds the verdict instead.
         for holder in evicted {
-            let _ = holder.evict.send(reason.to_owned());
+            let _ = holder.evict.send(eviction.clone());
         }
     }
 

@@ -94,23 +94,6 @@ impl LeaseAsk {
 }
 
 impl Limits {
-    /// leasehold's own bounds on the resource id and owner, applied after
-    /// daprd's checks have passed (docs/api.md).
-    pub fn sizes(&self, store: &str, resource_id: &str, owner: &str) -> Result<(), ApiError> {
-        for (field, value, limit) in [
-            ("ResourceId", resource_id, self.max_resource_id_bytes),
-            ("LockOwner", owner, self.max_owner_bytes),
-        ] {
-            if value.len() > limit {
-                return Err(malformed(format!(
-                    "{field} is {} bytes, more than the limit of {limit} bytes, in lock store {store}",
-                    value.len()
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// A wait within the sidecar's maximum; a store must be able to tell
     /// waiters of releases for any wait at all.
     pub fn wait(&self, handle: &StoreHandle, wait: Duration) -> Result<Duration, ApiError> {

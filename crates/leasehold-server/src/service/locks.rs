@@ -11,9 +11,10 @@ use leasehold_core::{
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::ApiError;
-use crate::observe::metrics::{Op, Outcome, StoreOp};
+use crate::observe::metrics::{LossReason, Op, Outcome, StoreOp};
 
 use super::dapr::release_outcome;
+use super::holds::Eviction;
 use super::limits::{malformed, require};
 use super::{LeaseAsk, LockService, Operation, StoreHandle, store_failed};
 
@@ -157,6 +158,8 @@ pub struct StoreCapabilities {
     pub max_lease: Duration,
     /// The longest hold through renewals.
     pub max_hold: Duration,
+    /// Whether it has semaphores, read/write locks and elections.
+    pub lease_sets: bool,
 }
 
 impl StoreCapabilities {
@@ -355,7 +358,13 @@ impl Operation for ForceUnlock {
         // The evicted holder hears only once the store has confirmed the
         // release, and of exactly the grant that was broken; a failed call
         // leaves its lock, and its stream, as they were.
-        service.holds.mark_evicting(&handle.name, &key, true);
+        let eviction = Eviction {
+            reason: LossReason::ForceUnlocked,
+            message: format!("force-unlocked by an administrator: {reason}"),
+        };
+        service
+            .holds
+            .mark_evicting(&handle.name, &key, Some(&eviction));
         let outcome = service
             .call_store(
                 handle,
@@ -368,14 +377,9 @@ impl Operation for ForceUnlock {
             Ok(ForceRelease::Released { owner, fence }) => {
                 tracing::warn!(store = %handle.name, resource_id = %self.resource_id, owner = %owner, fence, reason, "lock force-unlocked by an administrator");
                 service.hold_clock.forget(&handle.name, &key);
-                service.holds.evict(
-                    &handle.name,
-                    &key,
-                    *fence,
-                    &format!("force-unlocked by an administrator: {reason}"),
-                );
+                service.holds.evict(&handle.name, &key, *fence, &eviction);
             }
-            _ => service.holds.mark_evicting(&handle.name, &key, false),
+            _ => service.holds.mark_evicting(&handle.name, &key, None),
         }
         outcome
     }
@@ -400,6 +404,7 @@ impl LockService {
                 capabilities: h.capabilities,
                 max_lease: h.max_lease,
                 max_hold: h.max_hold,
+                lease_sets: h.store.lease_sets().is_some(),
             })
             .collect();
         stores.sort_by(|a, b| a.name.cmp(&b.name));

@@ -41,6 +41,7 @@ mod limits;
 pub mod locks;
 mod operation;
 mod scope;
+pub mod sets;
 mod store;
 mod waiters;
 
@@ -78,8 +79,7 @@ pub struct LockService {
 pub struct ValidatedStore {
     component: Component,
     scope: KeyScope,
-    max_lease: Duration,
-    max_hold: Duration,
+    bounds: Bounds,
     config: leasehold_stores::StoreConfig,
 }
 
@@ -198,23 +198,18 @@ impl LockService {
                 }
                 scope => scope,
             };
-            let max_lease = lower_limit(component, "maxLeaseSeconds", limits.max_lease);
-            let max_hold = lower_limit(component, "maxHoldSeconds", limits.max_hold);
+            let bounds = store_bounds(component, limits);
             let config = leasehold_stores::validate(component, cx);
-            match (scope, max_lease, max_hold, config) {
-                (Ok(scope), Ok(max_lease), Ok(max_hold), Ok(config)) => {
-                    validated.push(ValidatedStore {
-                        component: component.clone(),
-                        scope,
-                        max_lease,
-                        max_hold,
-                        config,
-                    })
-                }
-                (scope, max_lease, max_hold, config) => {
+            match (scope, bounds, config) {
+                (Ok(scope), Ok(bounds), Ok(config)) => validated.push(ValidatedStore {
+                    component: component.clone(),
+                    scope,
+                    bounds,
+                    config,
+                }),
+                (scope, bounds, config) => {
                     problems.extend(scope.err().map(|e| context(&e)));
-                    problems.extend(max_lease.err().map(|e| context(&e)));
-                    problems.extend(max_hold.err().map(|e| context(&e)));
+                    problems.extend(bounds.err().into_iter().flatten().map(|e| context(&e)));
                     problems.extend(config.err().into_iter().flatten().map(|e| context(&e)));
                 }
             }
@@ -237,8 +232,7 @@ impl LockService {
         for ValidatedStore {
             component,
             scope,
-            max_lease,
-            max_hold,
+            bounds,
             config,
         } in validated
         {
@@ -247,6 +241,13 @@ impl LockService {
             let opened =
                 tokio::time::timeout(init_timeout, leasehold_stores::connect(config)).await;
             let failure = match opened {
+                Ok(Ok(store))
+                    if !bounds.dapr_wait.is_zero() && !store.capabilities().release_notify =>
+                {
+                    store.close().await;
+                    "tryLockWaitMs needs a store that tells waiters of releases (RELEASE_NOTIFY)"
+                        .to_owned()
+                }
                 Ok(Ok(store)) => {
                     handles.push(StoreHandle::new(StoreParts {
                         name: component.name,
@@ -254,8 +255,9 @@ impl LockService {
                         version: component.version,
                         store,
                         scope,
-                        max_lease,
-                        max_hold,
+                        max_lease: bounds.max_lease,
+                        max_hold: bounds.max_hold,
+                        dapr_wait: bounds.dapr_wait,
                     }));
                     continue;
                 }
@@ -447,21 +449,34 @@ impl LockService {
         resource_id: Option<&str>,
         owner: Option<&str>,
     ) -> Result<&Arc<StoreHandle>, ApiError> {
+        self.lookup_named(
+            store_name,
+            resource_id.map(|id| ("ResourceId", id)),
+            owner.map(|owner| ("LockOwner", owner)),
+        )
+    }
+
+    /// [`LockService::lookup`] for calls whose fields have other names (a
+    /// semaphore's `name`, an election's `candidate`): each is given with
+    /// the name a refusal uses.
+    pub fn lookup_named(
+        &self,
+        store_name: &str,
+        resource: Option<(&str, &str)>,
+        owner: Option<(&str, &str)>,
+    ) -> Result<&Arc<StoreHandle>, ApiError> {
         if self.stores.is_empty() {
             return Err(ApiError::new(
                 ErrorKind::LockStoreNotConfigured,
                 "lock store is not configured",
             ));
         }
-        if resource_id.is_some_and(str::is_empty) {
-            return Err(limits::malformed(format!(
-                "ResourceId is empty in lock store {store_name}"
-            )));
-        }
-        if owner.is_some_and(str::is_empty) {
-            return Err(limits::malformed(format!(
-                "LockOwner is empty in lock store {store_name}"
-            )));
+        for (field, value) in [resource, owner].into_iter().flatten() {
+            if value.is_empty() {
+                return Err(limits::malformed(format!(
+                    "{field} is empty in lock store {store_name}"
+                )));
+            }
         }
         let handle = self.stores.get(store_name).ok_or_else(|| {
             ApiError::new(
@@ -469,11 +484,18 @@ impl LockService {
                 format!("lock store {store_name} not found"),
             )
         })?;
-        self.limits.sizes(
-            store_name,
-            resource_id.unwrap_or_default(),
-            owner.unwrap_or_default(),
-        )?;
+        let limits = [
+            resource.map(|(field, value)| (field, value, self.limits.max_resource_id_bytes)),
+            owner.map(|(field, value)| (field, value, self.limits.max_owner_bytes)),
+        ];
+        for (field, value, limit) in limits.into_iter().flatten() {
+            if value.len() > limit {
+                return Err(limits::malformed(format!(
+                    "{field} is {} bytes, more than the limit of {limit} bytes, in lock store {store_name}",
+                    value.len()
+                )));
+            }
+        }
         Ok(handle)
     }
 
@@ -502,6 +524,47 @@ impl LockService {
             tracing::warn!(store = %handle.name, op = ?op, trace_id, error = %err, "store call failed");
         }
         result
+    }
+}
+
+/// What a component sets of its store's bounds.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_lease: Duration,
+    max_hold: Duration,
+    dapr_wait: Duration,
+}
+
+/// The bounds a component's metadata sets: `maxLeaseSeconds` and
+/// `maxHoldSeconds` lower the sidecar's limits; `tryLockWaitMs` makes
+/// Dapr's TryLock wait (within `--max-wait`).
+fn store_bounds(component: &Component, limits: &Limits) -> Result<Bounds, Vec<String>> {
+    let max_lease = lower_limit(component, "maxLeaseSeconds", limits.max_lease);
+    let max_hold = lower_limit(component, "maxHoldSeconds", limits.max_hold);
+    let dapr_wait = match component
+        .metadata
+        .get("tryLockWaitMs")
+        .filter(|v| !v.is_empty())
+    {
+        None => Ok(Duration::ZERO),
+        Some(raw) => match raw.parse::<u64>().map(Duration::from_millis) {
+            Err(_) => Err(format!(
+                "metadata `tryLockWaitMs`: {raw:?} is not a whole number of milliseconds"
+            )),
+            Ok(wait) if wait > limits.max_wait => Err(format!(
+                "metadata `tryLockWaitMs`: {raw} is more than the maximum wait of {} ms (--max-wait)",
+                limits.max_wait.as_millis()
+            )),
+            Ok(wait) => Ok(wait),
+        },
+    };
+    match (max_lease, max_hold, dapr_wait) {
+        (Ok(max_lease), Ok(max_hold), Ok(dapr_wait)) => Ok(Bounds {
+            max_lease,
+            max_hold,
+            dapr_wait,
+        }),
+        (a, b, c) => Err([a.err(), b.err(), c.err()].into_iter().flatten().collect()),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct StoreHandle {
     pub max_lease: Duration,
     /// The longest total hold through renewals.
     pub max_hold: Duration,
+    /// How long Dapr's TryLock waits for a held lock (`tryLockWaitMs`;
+    /// zero: it answers at once, as daprd).
+    pub dapr_wait: Duration,
     /// What the store declared it can do.
     pub capabilities: Capabilities,
     health: Mutex<StoreHealth>,
@@ -63,6 +66,8 @@ pub struct StoreParts {
     pub max_lease: Duration,
     /// The longest hold.
     pub max_hold: Duration,
+    /// How long Dapr's TryLock waits.
+    pub dapr_wait: Duration,
 }
 
 impl StoreHandle {
@@ -81,6 +86,7 @@ impl StoreHandle {
             scope: parts.scope,
             max_lease: parts.max_lease,
             max_hold: parts.max_hold,
+            dapr_wait: parts.dapr_wait,
             capabilities,
             reachable: AtomicBool::new(true),
             health: Mutex::new(StoreHealth {

@@ -82,6 +82,14 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, ApiError>) -> (ErrorKind, Strin
     (err.kind, err.message)
 }
 
+/// The end of a stream: why the grant was lost.
+fn lost(event: Result<HoldEvent, ApiError>) -> (crate::observe::metrics::LossReason, String) {
+    match event {
+        Ok(HoldEvent::Lost { reason, message }) => (reason, message),
+        other => panic!("expected the end of the stream, got {other:?}"),
+    }
+}
+
 async fn next(events: &mut HoldStream) -> Result<HoldEvent, ApiError> {
     timeout(Duration::from_secs(3600), events.recv())
         .await
@@ -313,12 +321,9 @@ async fn a_hold_is_told_of_a_force_unlock_with_its_reason() {
             fence
         }
     );
-    let lost = next(&mut events).await.expect_err("the stream ends");
-    assert_eq!(lost.kind, ErrorKind::LeaseLost);
-    assert_eq!(
-        lost.message,
-        "lease lost: force-unlocked by an administrator: stuck"
-    );
+    let (reason, message) = lost(next(&mut events).await);
+    assert_eq!(reason, crate::observe::metrics::LossReason::ForceUnlocked);
+    assert_eq!(message, "force-unlocked by an administrator: stuck");
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,15 +338,11 @@ async fn a_hold_ends_before_its_capped_lease_runs_out() {
     let lost = loop {
         match next(&mut events).await {
             Ok(HoldEvent::Renewed { .. }) => {}
-            Ok(other) => panic!("{other:?}"),
-            Err(lost) => break lost,
+            Ok(HoldEvent::Lost { message, .. }) => break message,
+            other => panic!("{other:?}"),
         }
     };
-    assert!(
-        lost.message.contains("maximum hold time"),
-        "{}",
-        lost.message
-    );
+    assert!(lost.contains("maximum hold time"), "{}", lost);
     // The cap is 5 s; the holder hears a margin (300 ms) before it.
     let told = started.elapsed();
     assert!(told < Duration::from_secs(5), "{told:?}");
@@ -357,8 +358,8 @@ async fn shutdown_ends_holds_and_releases_their_grants() {
         Ok(HoldEvent::Acquired { .. })
     ));
     service.begin_shutdown();
-    let lost = next(&mut events).await.expect_err("the stream ends");
-    assert_eq!(lost.message, "lease lost: the sidecar is shutting down");
+    let (_, message) = lost(next(&mut events).await);
+    assert_eq!(message, "the sidecar is shutting down");
     timeout(SECOND, service.close(SECOND))
         .await
         .expect("close waits for the hold task, briefly");
@@ -395,4 +396,247 @@ async fn admin_operations_need_the_admin_token() {
     assert_eq!(kind, ErrorKind::Forbidden);
     let origin = Origin::new(Transport::Http, Some(b"admin"));
     assert!(service.serve(origin, Ok(list())).await.is_ok());
+}
+
+mod primitives {
+    use std::marker::PhantomData;
+
+    use leasehold_core::leaseset::RW_LIMIT;
+
+    use super::*;
+    use crate::service::sets::{
+        Election, Leader, Observe, PermitAcquire, PermitHold, PermitRelease, PermitStatus,
+        Proclaim, RwLock, Semaphore,
+    };
+
+    fn permit<P>(
+        name: &str,
+        owner: &str,
+        weight: u32,
+        limit: u32,
+        wait: Duration,
+    ) -> PermitAcquire<P> {
+        PermitAcquire {
+            store: "locks".into(),
+            name: name.into(),
+            owner: owner.into(),
+            weight,
+            limit,
+            value: String::new(),
+            lease: LeaseAsk::Millis(10_000),
+            wait,
+            primitive: PhantomData,
+        }
+    }
+
+    fn fence(outcome: Result<Acquired, ApiError>) -> u64 {
+        match outcome {
+            Ok(Acquired::Acquired { fence }) => fence,
+            other => panic!("not acquired: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_semaphore_grants_up_to_its_limit_and_refuses_another_limit() {
+        let service = service().await;
+        let a = fence(
+            permit::<Semaphore>("s", "a", 2, 3, Duration::ZERO)
+                .run(&service)
+                .await,
+        );
+        let b = fence(
+            permit::<Semaphore>("s", "b", 1, 3, Duration::ZERO)
+                .run(&service)
+                .await,
+        );
+        assert!(b > a);
+        assert_eq!(
+            permit::<Semaphore>("s", "c", 1, 3, Duration::ZERO)
+                .run(&service)
+                .await
+                .unwrap(),
+            Acquired::HeldByOther
+        );
+        let (kind, message) = refusal(
+            permit::<Semaphore>("s", "c", 1, 5, Duration::ZERO)
+                .run(&service)
+                .await,
+        );
+        assert_eq!(kind, ErrorKind::LimitMismatch);
+        assert!(message.contains("limit of 3"), "{message}");
+        // Bad input names the field and changes nothing.
+        for (weight, limit, needle) in [(1, 0, "limit must be at least 1"), (4, 3, "permits 4")] {
+            let (kind, message) = refusal(
+                permit::<Semaphore>("s", "d", weight, limit, Duration::ZERO)
+                    .run(&service)
+                    .await,
+            );
+            assert_eq!(kind, ErrorKind::MalformedRequest);
+            assert!(message.contains(needle), "{message}");
+        }
+        let status = PermitStatus::<Semaphore> {
+            store: "locks".into(),
+            name: "s".into(),
+            primitive: PhantomData,
+        };
+        let view = status.run(&service).await.unwrap().view.unwrap();
+        assert_eq!((view.limit, view.held()), (3, 3));
+        // A waiter gets the permit when one comes back.
+        let waiter = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                permit::<Semaphore>("s", "w", 1, 3, Duration::from_secs(30))
+                    .run(&service)
+                    .await
+            })
+        };
+        while service.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let release = PermitRelease::<Semaphore> {
+            store: "locks".into(),
+            name: "s".into(),
+            owner: "b".into(),
+            fence: b,
+            primitive: PhantomData,
+        };
+        assert_eq!(release.run(&service).await.unwrap(), Released::Released);
+        assert!(fence(waiter.await.unwrap()) > b);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_writer_keeps_new_readers_out() {
+        let service = service().await;
+        let read = |owner: &'static str| permit::<RwLock>("r", owner, 1, RW_LIMIT, Duration::ZERO);
+        let r1 = fence(read("r1").run(&service).await);
+        let writer = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                permit::<RwLock>("r", "w", RW_LIMIT, RW_LIMIT, Duration::from_secs(60))
+                    .run(&service)
+                    .await
+            })
+        };
+        // Once the writer waits (its intent is in the store), a new reader
+        // is turned away, even through another path than the queue.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if read("r2").run(&service).await.unwrap() == Acquired::HeldByOther {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the writer never waited");
+            tokio::task::yield_now().await;
+            sleep(Duration::from_millis(1)).await;
+        }
+        let release = PermitRelease::<RwLock> {
+            store: "locks".into(),
+            name: "r".into(),
+            owner: "r1".into(),
+            fence: r1,
+            primitive: PhantomData,
+        };
+        release.run(&service).await.unwrap();
+        let w = fence(writer.await.unwrap());
+        assert!(w > r1);
+        assert_eq!(
+            read("r3").run(&service).await.unwrap(),
+            Acquired::HeldByOther
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_election_elects_proclaims_resigns_and_is_observed() {
+        let service = service().await;
+        let observe = Observe {
+            store: "locks".into(),
+            election: "e".into(),
+        };
+        let mut changes = observe.run(&service).await.unwrap();
+        assert_eq!(changes.recv().await.unwrap().unwrap(), None);
+
+        let mut campaign = permit::<Election>("e", "c1", 1, 1, Duration::ZERO);
+        campaign.value = "10.0.0.1".into();
+        let mut first = PermitHold(campaign).run(&service).await.unwrap();
+        let HoldEvent::Acquired { fence: term, .. } = next(&mut first).await.unwrap() else {
+            panic!("not elected");
+        };
+        let seen = changes.recv().await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            (seen.owner.as_str(), seen.value.as_str(), seen.fence),
+            ("c1", "10.0.0.1", term)
+        );
+
+        // A second candidate waits; the leader proclaims a new value.
+        let mut second = PermitHold(permit::<Election>("e", "c2", 1, 1, Duration::from_secs(60)))
+            .run(&service)
+            .await
+            .unwrap();
+        let proclaim = Proclaim {
+            store: "locks".into(),
+            election: "e".into(),
+            candidate: "c1".into(),
+            term,
+            value: "10.0.0.2".into(),
+        };
+        assert!(proclaim.run(&service).await.unwrap());
+        let seen = changes.recv().await.unwrap().unwrap().unwrap();
+        assert_eq!((seen.value.as_str(), seen.fence), ("10.0.0.2", term));
+        let leader = Leader {
+            store: "locks".into(),
+            election: "e".into(),
+        };
+        assert_eq!(leader.run(&service).await.unwrap().unwrap().owner, "c1");
+
+        // Resigning ends the leader's stream with the reason, and the next
+        // candidate is elected with a greater term.
+        let resign = PermitRelease::<Election> {
+            store: "locks".into(),
+            name: "e".into(),
+            owner: "c1".into(),
+            fence: term,
+            primitive: PhantomData,
+        };
+        assert_eq!(resign.run(&service).await.unwrap(), Released::Released);
+        loop {
+            match next(&mut first).await.unwrap() {
+                HoldEvent::Renewed { .. } => {}
+                HoldEvent::Lost { reason, message } => {
+                    assert_eq!(reason, crate::observe::metrics::LossReason::Released);
+                    assert_eq!(message, "resigned");
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let HoldEvent::Acquired {
+            fence: next_term, ..
+        } = next(&mut second).await.unwrap()
+        else {
+            panic!("the second candidate was not elected");
+        };
+        assert!(next_term > term);
+        let mut seen = changes.recv().await.unwrap().unwrap();
+        // The observer may see the election empty between the two.
+        if seen.is_none() {
+            seen = changes.recv().await.unwrap().unwrap();
+        }
+        assert_eq!(seen.unwrap().owner, "c2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dapr_try_lock_waits_when_the_component_asks() {
+        let service = service_with(Limits::default(), &[("tryLockWaitMs", "5000")]).await;
+        try_lock("r", "a", 2).run(&service).await.unwrap();
+        let started = Instant::now();
+        // The lease (2 s) runs out within the wait (5 s): granted then.
+        assert!(matches!(
+            try_lock("r", "b", 2).run(&service).await,
+            Ok(Acquired::Acquired { .. })
+        ));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
 }

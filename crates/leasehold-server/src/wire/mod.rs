@@ -4,6 +4,7 @@
 //! (`crate::http::json`).
 
 pub mod dapr;
+pub mod primitives;
 pub mod v1;
 
 /// Milliseconds as the APIs write them.

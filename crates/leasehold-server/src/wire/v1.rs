@@ -159,10 +159,12 @@ pub fn renew_response(outcome: RenewOutcome) -> pb::RenewResponse {
     }
 }
 
-/// One event of a Hold stream; the error that ends it stays an error.
+/// One event of a Hold stream; its end (the loss) is an error, as
+/// `Locks.Hold` has always reported it (gRPC `ABORTED`, SSE `lost`).
 pub fn hold_event(item: Result<HoldEvent, ApiError>) -> Result<pb::HoldEvent, ApiError> {
     use pb::hold_event::Event;
     let event = match item? {
+        HoldEvent::Lost { message, .. } => return Err(HoldEvent::lost_error(&message)),
         HoldEvent::Acquired { fence, lease } => Event::Acquired(pb::Acquired {
             fencing_token: fence,
             lease_ms: millis(lease),
@@ -238,6 +240,7 @@ pub fn capabilities_response(stores: Vec<StoreCapabilities>) -> pb::Capabilities
                 durable: s.capabilities.durable,
                 max_lease_ms: millis(s.max_lease),
                 max_hold_ms: millis(s.max_hold),
+                lease_sets: s.lease_sets,
             })
             .collect(),
     }
