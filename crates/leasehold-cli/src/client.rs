@@ -1,6 +1,7 @@
 //! The client commands: `lock`, `unlock`, `status`, `list`,
-//! `force-unlock` and `run`, against a running sidecar's leasehold.v1
-//! gRPC API.
+//! `force-unlock`, `run` (with a lock, a semaphore's permits or an
+//! election's leadership), `leader` and `observe`, against a running
+//! sidecar's leasehold.v1 gRPC API.
 //!
 //! Exit codes: 0 done; 1 held elsewhere (or, for `status`, not held);
 //! 2 an error. `run` exits with the command's own code, or 75 when the lock
@@ -128,6 +129,14 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub(crate) struct ElectionArgs {
+    /// The election.
+    election: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, clap::Args)]
 pub(crate) struct ListArgs {
     /// Only resource ids starting with this.
     #[arg(long, default_value = "")]
@@ -148,13 +157,31 @@ pub(crate) struct ForceUnlockArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["resource_id", "elect", "semaphore"])))]
 pub(crate) struct RunArgs {
     /// The resource to hold while the command runs.
     #[arg(long = "lock", value_name = "RESOURCE")]
-    resource_id: String,
-    /// How long to wait for the lock.
-    #[arg(long, default_value = "0s", value_parser = zero_or_duration)]
-    wait: Duration,
+    resource_id: Option<String>,
+    /// Run the command only while leader of this election; the term is in
+    /// LEASEHOLD_TERM (and LEASEHOLD_FENCING_TOKEN).
+    #[arg(long, value_name = "ELECTION")]
+    elect: Option<String>,
+    /// What the leader publishes to `leasehold leader` and `observe`.
+    #[arg(long, default_value = "", requires = "elect")]
+    value: String,
+    /// Run the command while holding permits of this semaphore.
+    #[arg(long, value_name = "NAME", requires = "limit")]
+    semaphore: Option<String>,
+    /// The semaphore's limit (its first user declares it).
+    #[arg(long, requires = "semaphore")]
+    limit: Option<u32>,
+    /// How many of its permits to take.
+    #[arg(long, default_value_t = 1, requires = "semaphore")]
+    permits: u32,
+    /// How long to wait for the lock, the permits or the leadership (for
+    /// --elect, 1h by default: a candidate waits its turn).
+    #[arg(long, value_parser = zero_or_duration)]
+    wait: Option<Duration>,
     /// Length of the lease; the sidecar renews it while the command runs.
     #[arg(long, default_value = "15s", value_parser = duration)]
     lease: Duration,
@@ -313,6 +340,71 @@ pub(crate) fn status(args: StatusArgs) -> ExitCode {
     })
 }
 
+/// One election's leadership, as text or JSON.
+fn print_leader(json_out: bool, election: &str, leader: Option<&leasehold_client::Leadership>) {
+    match (json_out, leader) {
+        (true, Some(l)) => println!(
+            "{}",
+            json!({ "election": election, "hasLeader": true, "candidate": l.candidate,
+                    "value": l.value, "term": l.term, "remainingMs": l.remaining.as_millis() as u64 })
+        ),
+        (true, None) => println!("{}", json!({ "election": election, "hasLeader": false })),
+        (false, Some(l)) => println!(
+            "{election} is led by {} (term {}, value {:?}, {:.1}s left)",
+            l.candidate,
+            l.term,
+            l.value,
+            l.remaining.as_secs_f64()
+        ),
+        (false, None) => println!("{election} has no leader"),
+    }
+}
+
+/// `leasehold leader`: who leads; exit 1 when nobody does.
+pub(crate) fn leader(args: ElectionArgs) -> ExitCode {
+    runtime().block_on(async {
+        let c = &args.connection;
+        let client = match c.client(None).await {
+            Ok(client) => client,
+            Err(err) => return fail(c.json, &err),
+        };
+        match client.leader(&c.store, &args.election).await {
+            Ok(leader) => {
+                print_leader(c.json, &args.election, leader.as_ref());
+                if leader.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(code::HELD_ELSEWHERE)
+                }
+            }
+            Err(err) => fail(c.json, &err),
+        }
+    })
+}
+
+/// `leasehold observe`: one line per change of leader, value or term,
+/// until interrupted.
+pub(crate) fn observe(args: ElectionArgs) -> ExitCode {
+    runtime().block_on(async {
+        let c = &args.connection;
+        let client = match c.client(None).await {
+            Ok(client) => client,
+            Err(err) => return fail(c.json, &err),
+        };
+        let mut changes = match client.observe(&c.store, &args.election).await {
+            Ok(changes) => changes,
+            Err(err) => return fail(c.json, &err),
+        };
+        loop {
+            match changes.next().await {
+                Ok(Some(leader)) => print_leader(c.json, &args.election, leader.as_ref()),
+                Ok(None) => return ExitCode::SUCCESS,
+                Err(err) => return fail(c.json, &err),
+            }
+        }
+    })
+}
+
 pub(crate) fn list(args: ListArgs) -> ExitCode {
     runtime().block_on(async {
         let c = &args.connection;
@@ -380,6 +472,14 @@ pub(crate) fn force_unlock(args: ForceUnlockArgs) -> ExitCode {
     })
 }
 
+/// What `run` holds: the resource, election or semaphore named.
+fn name_of(args: &RunArgs) -> &str {
+    [&args.resource_id, &args.elect, &args.semaphore]
+        .into_iter()
+        .find_map(Option::as_deref)
+        .unwrap_or_default()
+}
+
 /// Send `signal` to the process group `pgid` (the command and everything
 /// it started) with kill(1); it may already be gone.
 fn send_signal(pgid: u32, signal: &str) {
@@ -410,10 +510,25 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(code::RUN_ERROR);
             }
         };
-        let guard = match client.lock(&c.store, &args.resource_id, args.lease, args.wait).await {
+        let store = &c.store;
+        let (lease, wait) = (args.lease, args.wait);
+        let taken = match (&args.resource_id, &args.elect, &args.semaphore) {
+            (Some(resource), _, _) => client.lock(store, resource, lease, wait.unwrap_or_default()).await,
+            (_, Some(election), _) => {
+                let wait = wait.unwrap_or(Duration::from_secs(3600));
+                client.elect(store, election, &args.value, lease, wait).await
+            }
+            (_, _, Some(name)) => {
+                let limit = args.limit.unwrap_or_default();
+                let wait = wait.unwrap_or_default();
+                client.semaphore(store, name, args.permits, limit, lease, wait).await
+            }
+            _ => unreachable!("clap requires one of --lock, --elect, --semaphore"),
+        };
+        let guard = match taken {
             Ok(guard) => guard,
             Err(leasehold_client::Error::NotAcquired) => {
-                eprintln!("leasehold run: {} is held elsewhere", args.resource_id);
+                eprintln!("leasehold run: {} is held elsewhere", name_of(&args));
                 return ExitCode::from(code::RUN_NOT_ACQUIRED);
             }
             Err(err) => {
@@ -421,11 +536,16 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::from(code::RUN_ERROR);
             }
         };
-        let mut child = match tokio::process::Command::new(&args.command[0])
+        let mut command = tokio::process::Command::new(&args.command[0]);
+        command
             .args(&args.command[1..])
             .env("LEASEHOLD_FENCING_TOKEN", guard.fencing_token().to_string())
             .env("LEASEHOLD_LOCK_OWNER", guard.owner())
-            .env("LEASEHOLD_RESOURCE_ID", &args.resource_id)
+            .env("LEASEHOLD_RESOURCE_ID", name_of(&args));
+        if args.elect.is_some() {
+            command.env("LEASEHOLD_TERM", guard.fencing_token().to_string());
+        }
+        let mut child = match command
             // Its own process group, so that stopping it stops what it
             // started too; signals to `leasehold run` are forwarded.
             .process_group(0)
@@ -456,7 +576,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                 ExitCode::from(code)
             }
             reason = guard.lost() => {
-                eprintln!("leasehold run: lease on {} lost ({reason}); stopping the command", args.resource_id);
+                eprintln!("leasehold run: lease on {} lost ({reason}); stopping the command", name_of(&args));
                 send_signal(pid, "TERM");
                 let status = match tokio::time::timeout(args.kill_grace, child.wait()).await {
                     Ok(status) => status,

@@ -43,8 +43,13 @@ enum Command {
     List(client::ListArgs),
     /// Break a lock whoever holds it (needs LEASEHOLD_ADMIN_TOKEN).
     ForceUnlock(client::ForceUnlockArgs),
-    /// Hold a lock while a command runs; stop the command if it is lost.
+    /// Hold a lock, permits of a semaphore, or an election's leadership
+    /// while a command runs; stop the command if it is lost.
     Run(client::RunArgs),
+    /// Show who leads an election (advisory).
+    Leader(client::ElectionArgs),
+    /// Print every change of an election's leader, value or term.
+    Observe(client::ElectionArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +62,7 @@ fn main() -> ExitCode {
         Command::List(args) => client::list(args),
         Command::ForceUnlock(args) => client::force_unlock(args),
         Command::Run(args) => client::run(args),
+        Command::Leader(args) => client::leader(args),
+        Command::Observe(args) => client::observe(args),
     }
 }

@@ -2,7 +2,10 @@
 //! distributed locks with fencing tokens, renewal in the background and
 //! notice of loss.
 //!
-//! [`Client::lock`] and [`Client::try_lock`] return a [`LockGuard`]. While
+//! [`Client::lock`] and [`Client::try_lock`] return a [`LockGuard`], and so
+//! do [`Client::semaphore`], [`Client::read`], [`Client::write`] and
+//! [`Client::elect`] for the other primitives (an election's fencing token
+//! is the leader's term). While
 //! the guard lives, it renews the lease in the background (leasehold.v1
 //! `Renew`, every third of the lease). The guard carries the grant's
 //! [`fencing_token`](LockGuard::fencing_token): pass it to the resource you
@@ -49,10 +52,13 @@ use std::fmt;
 use std::time::Duration;
 
 use leasehold_core::renewal::Schedule;
+use leasehold_proto::v1::elections_client::ElectionsClient;
 use leasehold_proto::v1::locks_client::LocksClient;
+use leasehold_proto::v1::rw_locks_client::RwLocksClient;
+use leasehold_proto::v1::semaphores_client::SemaphoresClient;
 use leasehold_proto::v1::{
-    AcquireRequest, ForceUnlockRequest, ListRequest, ReleaseRequest, ReleaseStatus, RenewRequest,
-    RenewStatus, StatusRequest,
+    self as pb, AcquireRequest, ForceUnlockRequest, ListRequest, ReleaseRequest, ReleaseStatus,
+    RenewRequest, RenewStatus, StatusRequest,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -253,13 +259,80 @@ impl Interceptor for Tokens {
     }
 }
 
-type Rpc = LocksClient<InterceptedService<Channel, Tokens>>;
+type Intercepted = InterceptedService<Channel, Tokens>;
+type Rpc = LocksClient<Intercepted>;
 
 /// A connection to a sidecar's leasehold.v1 API. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     rpc: Rpc,
+    semaphores: SemaphoresClient<Intercepted>,
+    rw_locks: RwLocksClient<Intercepted>,
+    elections: ElectionsClient<Intercepted>,
     owner: String,
+}
+
+/// What a guard holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Grant {
+    /// A lock on a resource.
+    Lock(String),
+    /// Permits of a semaphore.
+    Semaphore(String),
+    /// A read/write lock, in either mode.
+    RwLock(String),
+    /// The leadership of an election (the token is the term).
+    Election(String),
+}
+
+impl Grant {
+    fn name(&self) -> &str {
+        match self {
+            Grant::Lock(name)
+            | Grant::Semaphore(name)
+            | Grant::RwLock(name)
+            | Grant::Election(name) => name,
+        }
+    }
+}
+
+/// An election's leader, as `leader` and `observe` report it (advisory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader.
+    pub candidate: String,
+    /// What it published.
+    pub value: String,
+    /// Its term: the fencing token of its leadership.
+    pub term: u64,
+    /// What is left of its lease.
+    pub remaining: Duration,
+}
+
+fn leadership(response: pb::LeaderResponse) -> Option<Leadership> {
+    response.has_leader.then(|| Leadership {
+        candidate: response.candidate,
+        value: response.value,
+        term: response.term,
+        remaining: Duration::from_millis(response.remaining_ms),
+    })
+}
+
+/// The changes of an election's leadership, from the current state on.
+pub struct LeaderChanges(tonic::Streaming<pb::LeaderResponse>);
+
+impl fmt::Debug for LeaderChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaderChanges")
+    }
+}
+
+impl LeaderChanges {
+    /// The next change: the new leadership (`None`: nobody leads), or
+    /// `None` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Option<Leadership>>, Error> {
+        Ok(self.0.message().await?.map(leadership))
+    }
 }
 
 impl fmt::Debug for Client {
@@ -305,6 +378,23 @@ pub enum Renewed {
     HeldByOther,
     /// The maximum hold time is reached; the lease runs out on its own.
     HoldLimitReached,
+}
+
+fn released_of(status: i32) -> Released {
+    match ReleaseStatus::try_from(status) {
+        Ok(ReleaseStatus::Released) => Released::Released,
+        Ok(ReleaseStatus::NotFound) => Released::NotFound,
+        _ => Released::HeldByOther,
+    }
+}
+
+fn renewed_of(response: &pb::RenewResponse) -> Renewed {
+    match RenewStatus::try_from(response.status) {
+        Ok(RenewStatus::Renewed) => Renewed::Renewed(Duration::from_millis(response.lease_ms)),
+        Ok(RenewStatus::RenewNotFound) => Renewed::NotFound,
+        Ok(RenewStatus::HoldLimitReached) => Renewed::HoldLimitReached,
+        _ => Renewed::HeldByOther,
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -357,7 +447,10 @@ impl Client {
             admin: metadata_value("admin token", config.admin_token.as_ref())?,
         };
         Ok(Client {
-            rpc: LocksClient::with_interceptor(channel, tokens),
+            rpc: LocksClient::with_interceptor(channel.clone(), tokens.clone()),
+            semaphores: SemaphoresClient::with_interceptor(channel.clone(), tokens.clone()),
+            rw_locks: RwLocksClient::with_interceptor(channel.clone(), tokens.clone()),
+            elections: ElectionsClient::with_interceptor(channel, tokens),
             owner: config.owner,
         })
     }
@@ -400,35 +493,291 @@ impl Client {
         lease: Duration,
         wait: Duration,
     ) -> Result<LockGuard, Error> {
+        let grant = Grant::Lock(resource_id.to_owned());
+        self.guard(store, grant, lease, |client| async move {
+            client
+                .acquire(store, resource_id, &client.owner, lease, wait)
+                .await
+        })
+        .await
+    }
+
+    /// Take `permits` of the semaphore `name` of `limit`, waiting up to
+    /// `wait`, and keep them in the background, as [`Client::lock`] keeps a
+    /// lock. The first user of an idle semaphore declares its limit;
+    /// another limit is refused while permits are held.
+    pub async fn semaphore(
+        &self,
+        store: &str,
+        name: &str,
+        permits: u32,
+        limit: u32,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let request = pb::SemaphoreAcquireRequest {
+            store: store.to_owned(),
+            name: name.to_owned(),
+            owner: self.owner.clone(),
+            permits,
+            limit,
+            lease_ms: millis(lease),
+            wait_ms: millis(wait),
+        };
+        self.guard(
+            store,
+            Grant::Semaphore(name.to_owned()),
+            lease,
+            |client| async move {
+                let answer = client
+                    .semaphores
+                    .clone()
+                    .acquire(request)
+                    .await?
+                    .into_inner();
+                Ok(answer.acquired.then_some(answer.fencing_token))
+            },
+        )
+        .await
+    }
+
+    /// Take the read/write lock `name` to read (shared with other readers),
+    /// waiting up to `wait`.
+    pub async fn read(
+        &self,
+        store: &str,
+        name: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        self.rw(store, name, pb::RwMode::Read, lease, wait).await
+    }
+
+    /// Take the read/write lock `name` to write (alone), waiting up to
+    /// `wait`. While it waits, new readers wait behind it.
+    pub async fn write(
+        &self,
+        store: &str,
+        name: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        self.rw(store, name, pb::RwMode::Write, lease, wait).await
+    }
+
+    async fn rw(
+        &self,
+        store: &str,
+        name: &str,
+        mode: pb::RwMode,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let request = pb::RwAcquireRequest {
+            store: store.to_owned(),
+            name: name.to_owned(),
+            owner: self.owner.clone(),
+            mode: mode as i32,
+            lease_ms: millis(lease),
+            wait_ms: millis(wait),
+        };
+        self.guard(
+            store,
+            Grant::RwLock(name.to_owned()),
+            lease,
+            |client| async move {
+                let answer = client.rw_locks.clone().acquire(request).await?.into_inner();
+                Ok(answer.acquired.then_some(answer.fencing_token))
+            },
+        )
+        .await
+    }
+
+    /// Campaign in `election`, waiting up to `wait` to be elected, and stay
+    /// leader in the background. The guard's fencing token is the term:
+    /// fence every write of the leader with it. `value` is what followers
+    /// see (an address, say); the leader may replace it with
+    /// [`LockGuard::proclaim`].
+    pub async fn elect(
+        &self,
+        store: &str,
+        election: &str,
+        value: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let request = pb::CampaignRequest {
+            store: store.to_owned(),
+            election: election.to_owned(),
+            candidate: self.owner.clone(),
+            value: value.to_owned(),
+            lease_ms: millis(lease),
+            wait_ms: millis(wait),
+        };
+        self.guard(
+            store,
+            Grant::Election(election.to_owned()),
+            lease,
+            |client| async move {
+                let answer = client
+                    .elections
+                    .clone()
+                    .acquire(request)
+                    .await?
+                    .into_inner();
+                Ok(answer.acquired.then_some(answer.fencing_token))
+            },
+        )
+        .await
+    }
+
+    /// Who leads `election` now (advisory: decide on terms, not on this).
+    pub async fn leader(&self, store: &str, election: &str) -> Result<Option<Leadership>, Error> {
+        let response = self
+            .elections
+            .clone()
+            .leader(pb::LeaderRequest {
+                store: store.to_owned(),
+                election: election.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(leadership(response))
+    }
+
+    /// Every change of `election`'s leader, value or term, starting with
+    /// the current leadership.
+    pub async fn observe(&self, store: &str, election: &str) -> Result<LeaderChanges, Error> {
+        let stream = self
+            .elections
+            .clone()
+            .observe(pb::LeaderRequest {
+                store: store.to_owned(),
+                election: election.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(LeaderChanges(stream))
+    }
+
+    /// Take a grant with `acquire` and keep it: the guard renews it in the
+    /// background from the moment the request was sent.
+    async fn guard<F, Fut>(
+        &self,
+        store: &str,
+        grant: Grant,
+        lease: Duration,
+        acquire: F,
+    ) -> Result<LockGuard, Error>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<u64>, Error>>,
+    {
         // The store granted the lease after this instant, so the lease
         // surely lasts until `sent + lease` on this machine's clock.
         let sent = Instant::now();
-        let Some(fence) = self
-            .acquire(store, resource_id, &self.owner, lease, wait)
-            .await?
-        else {
+        let Some(fence) = acquire(self.clone()).await? else {
             return Err(Error::NotAcquired);
         };
+        // After a wait the grant came at some moment this side cannot know:
+        // the send time is still a safe start, but may leave little of the
+        // lease, or none. A renewal now starts it again from a known time.
+        let (mut sent, mut granted) = (sent, lease);
+        if sent.elapsed() >= lease / 3 {
+            let again = Instant::now();
+            match self.renew_grant(store, &grant, fence, lease).await? {
+                (Renewed::Renewed(renewed), token) if token == fence => {
+                    (sent, granted) = (again, renewed);
+                }
+                _ => {
+                    return Err(Error::LeaseLost(
+                        "the lease ran out while the answer to the wait was on its way".to_owned(),
+                    ));
+                }
+            }
+        }
         let (lost_tx, lost_rx) = watch::channel(None);
         let keeper = Keeper {
             client: self.clone(),
             store: store.to_owned(),
-            resource_id: resource_id.to_owned(),
+            grant: grant.clone(),
             lease,
             fence,
         };
         let task = tokio::spawn(async move {
-            let reason = keeper.run(sent).await;
+            let reason = keeper.run(sent, granted).await;
             let _ = lost_tx.send(Some(reason));
         });
         Ok(LockGuard {
             client: self.clone(),
             store: store.to_owned(),
-            resource_id: resource_id.to_owned(),
+            grant,
             fence,
             lost: lost_rx,
             task: Some(task),
         })
+    }
+
+    /// Renew a grant: a lock by its owner (the answer names the grant it
+    /// reached), a permit by its token.
+    async fn renew_grant(
+        &self,
+        store: &str,
+        grant: &Grant,
+        fence: u64,
+        lease: Duration,
+    ) -> Result<(Renewed, u64), Error> {
+        let request = |name: &str| pb::PermitRenewRequest {
+            store: store.to_owned(),
+            name: name.to_owned(),
+            owner: self.owner.clone(),
+            fencing_token: fence,
+            lease_ms: millis(lease),
+        };
+        let response = match grant {
+            Grant::Lock(resource_id) => {
+                return self
+                    .renew_with_token(store, resource_id, &self.owner, lease)
+                    .await;
+            }
+            Grant::Semaphore(name) => self.semaphores.clone().renew(request(name)).await?,
+            Grant::RwLock(name) => self.rw_locks.clone().renew(request(name)).await?,
+            Grant::Election(name) => self.elections.clone().renew(request(name)).await?,
+        }
+        .into_inner();
+        Ok((renewed_of(&response), response.fencing_token))
+    }
+
+    /// Give back exactly the grant of `fence`.
+    async fn release_of(&self, store: &str, grant: &Grant, fence: u64) -> Result<Released, Error> {
+        let request = |name: &str| pb::PermitReleaseRequest {
+            store: store.to_owned(),
+            name: name.to_owned(),
+            owner: self.owner.clone(),
+            fencing_token: fence,
+        };
+        let response = match grant {
+            Grant::Lock(resource_id) => {
+                return self
+                    .release_grant(store, resource_id, &self.owner, fence)
+                    .await;
+            }
+            Grant::Semaphore(name) => self.semaphores.clone().release(request(name)).await?,
+            Grant::RwLock(name) => self.rw_locks.clone().release(request(name)).await?,
+            Grant::Election(name) => {
+                self.elections
+                    .clone()
+                    .resign(pb::ResignRequest {
+                        store: store.to_owned(),
+                        election: name.to_owned(),
+                        candidate: self.owner.clone(),
+                        term: fence,
+                    })
+                    .await?
+            }
+        }
+        .into_inner();
+        Ok(released_of(response.status))
     }
 
     /// One acquire without a guard: no renewal, no loss notice. Returns the
@@ -487,11 +836,7 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(match ReleaseStatus::try_from(response.status) {
-            Ok(ReleaseStatus::Released) => Released::Released,
-            Ok(ReleaseStatus::NotFound) => Released::NotFound,
-            _ => Released::HeldByOther,
-        })
+        Ok(released_of(response.status))
     }
 
     /// Extend `owner`'s lease to `lease` from now.
@@ -526,13 +871,7 @@ impl Client {
             })
             .await?
             .into_inner();
-        let renewed = match RenewStatus::try_from(response.status) {
-            Ok(RenewStatus::Renewed) => Renewed::Renewed(Duration::from_millis(response.lease_ms)),
-            Ok(RenewStatus::RenewNotFound) => Renewed::NotFound,
-            Ok(RenewStatus::HoldLimitReached) => Renewed::HoldLimitReached,
-            _ => Renewed::HeldByOther,
-        };
-        Ok((renewed, response.fencing_token))
+        Ok((renewed_of(&response), response.fencing_token))
     }
 
     /// Who holds a lock (advisory: decide on fencing tokens, not on this).
@@ -612,7 +951,7 @@ impl Client {
 struct Keeper {
     client: Client,
     store: String,
-    resource_id: String,
+    grant: Grant,
     lease: Duration,
     /// The grant this guard holds: a renewal that reaches another grant
     /// (same owner, granted again since) means this one is gone.
@@ -627,8 +966,10 @@ impl Keeper {
     /// than the store's. When renewals fail, the guard reports the loss a
     /// margin before that deadline, by its own timer: a stalled sidecar or
     /// network cannot make it believe it still holds the lock.
-    async fn run(self, granted_after: Instant) -> String {
+    async fn run(self, granted_after: Instant, granted: Duration) -> String {
         let mut schedule = Schedule::new(granted_after, self.lease);
+        // A lease cut short by the hold cap counts for what it is.
+        schedule.renewed(granted_after, granted);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(schedule.give_up_at()) => {
@@ -639,12 +980,8 @@ impl Keeper {
             let attempt = Instant::now();
             let renewal = tokio::time::timeout(
                 schedule.budget(attempt),
-                self.client.renew_with_token(
-                    &self.store,
-                    &self.resource_id,
-                    &self.client.owner,
-                    self.lease,
-                ),
+                self.client
+                    .renew_grant(&self.store, &self.grant, self.fence, self.lease),
             )
             .await;
             match renewal {
@@ -679,7 +1016,7 @@ impl Keeper {
 pub struct LockGuard {
     client: Client,
     store: String,
-    resource_id: String,
+    grant: Grant,
     fence: u64,
     lost: watch::Receiver<Option<String>>,
     task: Option<JoinHandle<()>>,
@@ -696,9 +1033,34 @@ impl LockGuard {
         &self.client.owner
     }
 
-    /// The resource id.
+    /// The resource id (the semaphore's, the read/write lock's or the
+    /// election's name, for those guards).
     pub fn resource_id(&self) -> &str {
-        &self.resource_id
+        self.grant.name()
+    }
+
+    /// For an election's guard: replace the value followers see, keeping
+    /// the term. `false` when this guard no longer leads.
+    pub async fn proclaim(&self, value: &str) -> Result<bool, Error> {
+        let Grant::Election(election) = &self.grant else {
+            return Err(Error::Status(tonic::Status::invalid_argument(
+                "only an election's guard proclaims",
+            )));
+        };
+        let response = self
+            .client
+            .elections
+            .clone()
+            .proclaim(pb::ProclaimRequest {
+                store: self.store.clone(),
+                election: election.clone(),
+                candidate: self.client.owner.clone(),
+                term: self.fence,
+                value: value.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.proclaimed)
     }
 
     /// Whether the lease is known to be lost.
@@ -723,12 +1085,7 @@ impl LockGuard {
         }
         let outcome = self
             .client
-            .release_grant(
-                &self.store,
-                &self.resource_id,
-                &self.client.owner,
-                self.fence,
-            )
+            .release_of(&self.store, &self.grant, self.fence)
             .await;
         if let Some(task) = self.task.take() {
             task.abort();
@@ -756,12 +1113,9 @@ impl Drop for LockGuard {
         // is there to do it; the lease is the safety net otherwise.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let client = self.client.clone();
-            let (store, resource_id, fence) =
-                (self.store.clone(), self.resource_id.clone(), self.fence);
+            let (store, grant, fence) = (self.store.clone(), self.grant.clone(), self.fence);
             runtime.spawn(async move {
-                let _ = client
-                    .release_grant(&store, &resource_id, &client.owner, fence)
-                    .await;
+                let _ = client.release_of(&store, &grant, fence).await;
             });
         }
     }

@@ -189,3 +189,157 @@ async fn a_guard_does_not_mistake_or_release_a_later_grant_of_its_owner() {
     );
     second.unlock().await.unwrap();
 }
+
+async fn client(server: &EmbeddedServer, owner: &str) -> Client {
+    Client::connect(Config::new(server.grpc_endpoint()).with_owner(owner))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn semaphore_guards_share_a_limit_and_renew() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let lease = Duration::from_millis(300);
+    let (a, b, c) = (
+        client(&server, "a").await,
+        client(&server, "b").await,
+        client(&server, "c").await,
+    );
+    let first = a
+        .semaphore("lockstore", "api", 1, 2, lease, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = b
+        .semaphore("lockstore", "api", 1, 2, lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(second.fencing_token() > first.fencing_token());
+    // Past several leases, both still hold, and the limit still binds.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!first.is_lost() && !second.is_lost());
+    assert!(matches!(
+        c.semaphore("lockstore", "api", 1, 2, lease, Duration::ZERO)
+            .await,
+        Err(Error::NotAcquired)
+    ));
+    // Another limit is refused while the semaphore is held.
+    let refused = c
+        .semaphore("lockstore", "api", 1, 3, lease, Duration::ZERO)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::Status(s)) if s.code() == tonic::Code::FailedPrecondition),
+        "{refused:?}"
+    );
+    first.unlock().await.unwrap();
+    let third = c
+        .semaphore("lockstore", "api", 1, 2, lease, Duration::from_secs(5))
+        .await
+        .unwrap();
+    second.unlock().await.unwrap();
+    third.unlock().await.unwrap();
+}
+
+#[tokio::test]
+async fn read_and_write_guards_exclude_each_other() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let lease = Duration::from_secs(5);
+    let (a, b, w) = (
+        client(&server, "a").await,
+        client(&server, "b").await,
+        client(&server, "w").await,
+    );
+    let r1 = a
+        .read("lockstore", "doc", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    let r2 = b
+        .read("lockstore", "doc", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.write("lockstore", "doc", lease, Duration::ZERO).await,
+        Err(Error::NotAcquired)
+    ));
+    let writer = tokio::spawn(async move {
+        w.write("lockstore", "doc", lease, Duration::from_secs(30))
+            .await
+    });
+    r1.unlock().await.unwrap();
+    r2.unlock().await.unwrap();
+    let writer = writer.await.unwrap().unwrap();
+    assert!(matches!(
+        a.read("lockstore", "doc", lease, Duration::ZERO).await,
+        Err(Error::NotAcquired)
+    ));
+    writer.unlock().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_elected_guard_proclaims_and_hands_over_on_unlock() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let lease = Duration::from_millis(500);
+    let (one, two) = (client(&server, "one").await, client(&server, "two").await);
+    let mut changes = one.observe("lockstore", "scheduler").await.unwrap();
+    assert_eq!(changes.next().await.unwrap(), Some(None));
+    let leader = one
+        .elect(
+            "lockstore",
+            "scheduler",
+            "10.0.0.1:8080",
+            lease,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let term = leader.fencing_token();
+    let seen = changes.next().await.unwrap().unwrap().unwrap();
+    assert_eq!((seen.candidate.as_str(), seen.term), ("one", term));
+    assert!(leader.proclaim("10.0.0.2:8080").await.unwrap());
+    assert_eq!(
+        one.leader("lockstore", "scheduler")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "10.0.0.2:8080"
+    );
+    let follower = tokio::spawn(async move {
+        two.elect(
+            "lockstore",
+            "scheduler",
+            "10.0.0.3:8080",
+            lease,
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!leader.is_lost(), "the leader renews");
+    leader.unlock().await.unwrap();
+    let next = follower.await.unwrap().unwrap();
+    assert!(next.fencing_token() > term, "terms only grow");
+    next.unlock().await.unwrap();
+}
+
+/// A guard that waited longer than its lease for the lock still holds it:
+/// its deadline starts again from a renewal sent once the wait is over.
+#[tokio::test]
+async fn a_guard_that_waited_longer_than_its_lease_holds() {
+    let server = EmbeddedServer::start().await.unwrap();
+    let lease = Duration::from_millis(300);
+    let (a, b) = (client(&server, "a").await, client(&server, "b").await);
+    let first = a
+        .lock("lockstore", "w", lease, Duration::ZERO)
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        b.lock("lockstore", "w", lease, Duration::from_secs(10))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    first.unlock().await.unwrap();
+    let second = waiter.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!second.is_lost());
+    second.unlock().await.unwrap();
+}

@@ -180,3 +180,134 @@ fn run_holds_the_lock_while_the_command_runs() {
         "{stderr}"
     );
 }
+
+/// Wait until `path` exists (a command's sign that it started).
+fn wait_for_file(path: &std::path::Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{what} never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_elect_runs_only_while_leader_and_hands_over() {
+    let sidecar = start(&[], &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
+    let endpoint = sidecar.grpc_url();
+    let e = endpoint.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = |name: &str| {
+        let started = dir.path().join(name);
+        let child = Command::new(binary())
+            .args([
+                "run",
+                "--elect",
+                "scheduler",
+                "--value",
+                name,
+                "--lease",
+                "1s",
+                "--",
+            ])
+            .args([
+                "sh",
+                "-c",
+                &format!("echo $LEASEHOLD_TERM > {}; sleep 30", started.display()),
+            ])
+            .env("LEASEHOLD_ENDPOINT", e)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        (child, started)
+    };
+    let (mut first, first_started) = candidate("first");
+    wait_for_file(&first_started, "the first leader's command");
+    let (mut second, second_started) = candidate("second");
+    // The second candidate waits: its command does not run.
+    let led = stdout_json(&cli(e, &["leader", "scheduler", "--json"]));
+    assert_eq!(
+        (led["candidate"].is_string(), led["value"].as_str()),
+        (true, Some("first"))
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!second_started.exists(), "two leaders ran at once");
+
+    // Stopping the first (SIGTERM, forwarded to its command) resigns, and
+    // the second is elected with a greater term.
+    terminate(&mut first);
+    wait_for_file(&second_started, "the second leader's command");
+    let term = |path: &std::path::Path| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The first term's file was written when it led.
+    let (t1, t2) = (term(&first_started), term(&second_started));
+    assert!(t2 > t1, "terms must grow: {t1} then {t2}");
+    let led = stdout_json(&cli(e, &["leader", "scheduler", "--json"]));
+    assert_eq!(led["value"], "second");
+    assert_eq!(led["term"], t2);
+    terminate(&mut second);
+}
+
+/// SIGTERM to a `leasehold run`, which stops its command and lets go.
+fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[test]
+fn run_semaphore_caps_how_many_commands_run() {
+    let sidecar = start(&[], &[("LEASEHOLD_ADMIN_TOKEN", ADMIN)]);
+    let endpoint = sidecar.grpc_url();
+    let e = endpoint.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        let started = dir.path().join(format!("w{i}"));
+        let child = Command::new(binary())
+            .args([
+                "run",
+                "--semaphore",
+                "api",
+                "--limit",
+                "2",
+                "--lease",
+                "2s",
+                "--",
+            ])
+            .args([
+                "sh",
+                "-c",
+                &format!("touch {}; sleep 30", started.display()),
+            ])
+            .env("LEASEHOLD_ENDPOINT", e)
+            .spawn()
+            .unwrap();
+        wait_for_file(&started, "a worker");
+        workers.push(child);
+    }
+    // The third finds no permit, and a different limit is refused.
+    let third = cli(
+        e,
+        &["run", "--semaphore", "api", "--limit", "2", "--", "true"],
+    );
+    assert_eq!(third.status.code(), Some(75));
+    let other = cli(
+        e,
+        &["run", "--semaphore", "api", "--limit", "3", "--", "true"],
+    );
+    assert_eq!(other.status.code(), Some(69));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("limit of 2"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    for mut worker in workers {
+        terminate(&mut worker);
+    }
+}

@@ -2900,6 +2900,57 @@ pub mod elections_client {
                 .insert(GrpcMethod::new("leasehold.v1.Elections", "Campaign"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Campaign once, waiting up to wait_ms, without a stream: the term is
+        /// the fencing token of the answer. The leader then renews with Renew
+        /// (clients that keep their own deadline, as the Rust client does) and
+        /// steps down with Resign.
+        pub async fn acquire(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CampaignRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AcquireResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/leasehold.v1.Elections/Acquire",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("leasehold.v1.Elections", "Acquire"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Extend the leadership of a term (name: the election, owner: the
+        /// candidate, fencing_token: the term), within the maximum hold time.
+        pub async fn renew(
+            &mut self,
+            request: impl tonic::IntoRequest<super::PermitRenewRequest>,
+        ) -> std::result::Result<tonic::Response<super::RenewResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/leasehold.v1.Elections/Renew",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("leasehold.v1.Elections", "Renew"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Step down from the term, if the candidate holds it.
         pub async fn resign(
             &mut self,
@@ -3052,6 +3103,20 @@ pub mod elections_server {
             &self,
             request: tonic::Request<super::CampaignRequest>,
         ) -> std::result::Result<tonic::Response<Self::CampaignStream>, tonic::Status>;
+        /// Campaign once, waiting up to wait_ms, without a stream: the term is
+        /// the fencing token of the answer. The leader then renews with Renew
+        /// (clients that keep their own deadline, as the Rust client does) and
+        /// steps down with Resign.
+        async fn acquire(
+            &self,
+            request: tonic::Request<super::CampaignRequest>,
+        ) -> std::result::Result<tonic::Response<super::AcquireResponse>, tonic::Status>;
+        /// Extend the leadership of a term (name: the election, owner: the
+        /// candidate, fencing_token: the term), within the maximum hold time.
+        async fn renew(
+            &self,
+            request: tonic::Request<super::PermitRenewRequest>,
+        ) -> std::result::Result<tonic::Response<super::RenewResponse>, tonic::Status>;
         /// Step down from the term, if the candidate holds it.
         async fn resign(
             &self,
@@ -3210,6 +3275,96 @@ pub mod elections_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/leasehold.v1.Elections/Acquire" => {
+                    #[allow(non_camel_case_types)]
+                    struct AcquireSvc<T: Elections>(pub Arc<T>);
+                    impl<
+                        T: Elections,
+                    > tonic::server::UnaryService<super::CampaignRequest>
+                    for AcquireSvc<T> {
+                        type Response = super::AcquireResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CampaignRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Elections>::acquire(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AcquireSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/leasehold.v1.Elections/Renew" => {
+                    #[allow(non_camel_case_types)]
+                    struct RenewSvc<T: Elections>(pub Arc<T>);
+                    impl<
+                        T: Elections,
+                    > tonic::server::UnaryService<super::PermitRenewRequest>
+                    for RenewSvc<T> {
+                        type Response = super::RenewResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::PermitRenewRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Elections>::renew(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RenewSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

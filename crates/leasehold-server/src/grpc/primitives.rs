@@ -175,6 +175,22 @@ impl Elections for PrimitivesApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn acquire(
+        &self,
+        request: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
+        let outcome = serve::<_, PermitAcquire<Election>>(&self.app, request).await?;
+        Ok(Response::new(lock_wire::acquire_response(outcome)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::PermitRenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let outcome = serve::<_, PermitRenew<Election>>(&self.app, request).await?;
+        Ok(Response::new(lock_wire::renew_response(outcome)))
+    }
+
     async fn resign(
         &self,
         request: Request<pb::ResignRequest>,

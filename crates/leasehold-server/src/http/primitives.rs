@@ -12,6 +12,8 @@
 //! | POST | `/v1/rwlocks/{store}/acquire` | `RwAcquireRequest` |
 //! | POST | `/v1/rwlocks/{store}/hold` | `RwAcquireRequest` → events |
 //! | POST | `/v1/elections/{store}/campaign` | `CampaignRequest` → events |
+//! | POST | `/v1/elections/{store}/acquire` | `CampaignRequest` (no stream) |
+//! | POST | `/v1/elections/{store}/renew` | `PermitRenewRequest` (name: the election, owner: the candidate, token: the term) |
 //! | POST | `/v1/elections/{store}/resign` | `ResignRequest` |
 //! | POST | `/v1/elections/{store}/proclaim` | `ProclaimRequest` |
 //! | GET | `/v1/elections/{store}/leader?election=` | `LeaderRequest` |
@@ -100,6 +102,20 @@ pub(crate) async fn route(cx: &Call<'_>, segments: &[&str], body: Body) -> Optio
             let body = cx.body(body).await;
             let request = in_store::<pb::CampaignRequest>(store, || decode(body));
             serve::<PermitHold<Election>, _>(cx, request, campaign_events).await
+        }
+        ("elections", &Method::POST, "acquire") => {
+            let body = cx.body(body).await;
+            let request = in_store::<pb::CampaignRequest>(store, || decode(body));
+            serve::<PermitAcquire<Election>, _>(cx, request, |o| {
+                ok(&lock_wire::acquire_response(o))
+            })
+            .await
+        }
+        ("elections", &Method::POST, "renew") => {
+            let body = cx.body(body).await;
+            let request = in_store::<pb::PermitRenewRequest>(store, || decode(body));
+            serve::<PermitRenew<Election>, _>(cx, request, |o| ok(&lock_wire::renew_response(o)))
+                .await
         }
         ("elections", &Method::POST, "resign") => {
             let body = cx.body(body).await;

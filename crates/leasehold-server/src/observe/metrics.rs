@@ -35,6 +35,8 @@ pub enum Op {
     RwStatus,
     RwForceRelease,
     Campaign,
+    ElectionAcquire,
+    ElectionRenew,
     Resign,
     Proclaim,
     Leader,
@@ -43,7 +45,7 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 27] = [
+    const ALL: [Op; 29] = [
         Op::TryLock,
         Op::Unlock,
         Op::Acquire,
@@ -66,6 +68,8 @@ impl Op {
         Op::RwStatus,
         Op::RwForceRelease,
         Op::Campaign,
+        Op::ElectionAcquire,
+        Op::ElectionRenew,
         Op::Resign,
         Op::Proclaim,
         Op::Leader,
@@ -97,6 +101,8 @@ impl Op {
             Op::RwStatus => "rw_status",
             Op::RwForceRelease => "rw_force_release",
             Op::Campaign => "campaign",
+            Op::ElectionAcquire => "election_acquire",
+            Op::ElectionRenew => "election_renew",
             Op::Resign => "resign",
             Op::Proclaim => "proclaim",
             Op::Leader => "leader",

@@ -114,9 +114,9 @@ impl Primitive for Election {
     const NAME_FIELD: &'static str = "election";
     const OWNER_FIELD: &'static str = "candidate";
     const OPS: Ops = Ops {
-        acquire: Op::Campaign,
+        acquire: Op::ElectionAcquire,
         release: Op::Resign,
-        renew: Op::Campaign,
+        renew: Op::ElectionRenew,
         hold: Op::Campaign,
         status: Op::Leader,
         force_release: Op::ElectionForceRelease,

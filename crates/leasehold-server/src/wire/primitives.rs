@@ -101,7 +101,15 @@ impl TryFrom<pb::CampaignRequest> for PermitHold<Election> {
     type Error = Rejected;
 
     fn try_from(r: pb::CampaignRequest) -> Result<Self, Rejected> {
-        Ok(PermitHold(PermitAcquire {
+        PermitAcquire::try_from(r).map(PermitHold)
+    }
+}
+
+impl TryFrom<pb::CampaignRequest> for PermitAcquire<Election> {
+    type Error = Rejected;
+
+    fn try_from(r: pb::CampaignRequest) -> Result<Self, Rejected> {
+        Ok(PermitAcquire {
             store: r.store,
             name: r.election,
             owner: r.candidate,
@@ -111,7 +119,7 @@ impl TryFrom<pb::CampaignRequest> for PermitHold<Election> {
             lease: LeaseAsk::Millis(r.lease_ms),
             wait: Duration::from_millis(r.wait_ms),
             primitive: PhantomData,
-        }))
+        })
     }
 }
 
