@@ -93,10 +93,19 @@ fn openapi_document_holds_against_a_running_sidecar() {
         .arg(format!("dapr-api-token: {APP_TOKEN}"))
         .arg("--header")
         .arg(format!("leasehold-admin-token: {ADMIN_TOKEN}"))
-        // A Hold answers with an event stream that lasts as long as the
-        // connection; the end-to-end tests cover it.
-        .arg("--exclude-path")
-        .arg("/v1/locks/{store}/hold")
+        // Hold, Campaign and Observe answer with event streams that last
+        // as long as the connection; the end-to-end tests cover them.
+        .args(
+            [
+                "/v1/locks/{store}/hold",
+                "/v1/semaphores/{store}/hold",
+                "/v1/rwlocks/{store}/hold",
+                "/v1/elections/{store}/campaign",
+                "/v1/elections/{store}/observe",
+            ]
+            .iter()
+            .flat_map(|path| ["--exclude-path", path]),
+        )
         .arg("--max-examples")
         .arg(&examples)
         .arg("--seed")

@@ -281,6 +281,20 @@ fn sets<'h>(handle: &'h StoreHandle, noun: &str) -> Result<&'h dyn LeaseSets, Ap
     })
 }
 
+/// The longest value a permit may carry (an election's published value),
+/// in bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+fn check_value(value: &str) -> Result<(), ApiError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(malformed(format!(
+            "value is {} bytes, more than the limit of {MAX_VALUE_BYTES} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The store key of set `name` (scoped like a resource id), refused in
 /// leasehold.v1's terms.
 fn set_key<P: Primitive>(handle: &StoreHandle, name: &str) -> Result<String, ApiError> {
@@ -317,6 +331,7 @@ impl<P: Primitive> PermitAcquire<P> {
                 self.weight, self.limit
             )));
         }
+        check_value(&self.value)?;
         let key = set_key::<P>(&handle, &self.name)?;
         let spec = PermitSpec {
             kind: P::KIND,
@@ -550,6 +565,7 @@ impl Operation for Proclaim {
             Some(("candidate", &self.candidate)),
         )?;
         let store = sets(handle, Election::NOUN)?;
+        check_value(&self.value)?;
         let key = set_key::<Election>(handle, &self.election)?;
         let updated = service
             .call_store(

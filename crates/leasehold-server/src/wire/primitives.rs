@@ -36,10 +36,21 @@ fn token(store: &str, field: &str, token: u64) -> Result<u64, Rejected> {
     }
 }
 
+/// The largest limit a semaphore may declare: far more than any use of a
+/// concurrency cap, and a bound on what a request may ask.
+pub const MAX_SEMAPHORE_LIMIT: u32 = 1_000_000;
+
 impl TryFrom<pb::SemaphoreAcquireRequest> for PermitAcquire<Semaphore> {
     type Error = Rejected;
 
     fn try_from(r: pb::SemaphoreAcquireRequest) -> Result<Self, Rejected> {
+        if r.limit > MAX_SEMAPHORE_LIMIT {
+            let error = malformed(format!(
+                "field `limit`: {} is more than the maximum of {MAX_SEMAPHORE_LIMIT}",
+                r.limit
+            ));
+            return Err(Rejected::new(r.store, error));
+        }
         Ok(PermitAcquire {
             store: r.store,
             name: r.name,
